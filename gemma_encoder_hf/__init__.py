@@ -1,0 +1,37 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""gemma-encoder-hf: Gemma 1/2/3 decoders as bidirectional encoders, as a registered transformers model family.
+
+Importing the package registers the GemmaEncoder classes with transformers' Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from .configuration_gemma_encoder import GemmaEncoderConfig
+from .conversion import PAIR_TEMPLATE_DOC, convert, from_decoder, prepare_tokenizer
+from .modeling_gemma_encoder import (
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+    GemmaEncoderModel,
+    GemmaEncoderPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(GemmaEncoderConfig.model_type, GemmaEncoderConfig, exist_ok=True)
+AutoModel.register(GemmaEncoderConfig, GemmaEncoderModel, exist_ok=True)
+AutoModelForSequenceClassification.register(GemmaEncoderConfig, GemmaEncoderForSequenceClassification, exist_ok=True)
+
+# `from_decoder` reads GGUF files and decoder configs, which the self-contained modeling file (shipped to the Hub for
+# trust_remote_code) must not depend on; the package attaches it here instead.
+GemmaEncoderPreTrainedModel.from_decoder = classmethod(from_decoder)
+
+__all__ = [
+    "GemmaEncoderConfig",
+    "GemmaEncoderModel",
+    "GemmaEncoderForSequenceClassification",
+    "GemmaEncoderForRanking",
+    "GemmaEncoderPreTrainedModel",
+    "PAIR_TEMPLATE_DOC",
+    "convert",
+    "prepare_tokenizer",
+]

