@@ -4,11 +4,12 @@
 Importing the package registers the GemmaEncoder classes with transformers' Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from .configuration_gemma_encoder import GemmaEncoderConfig
 from .conversion import PAIR_TEMPLATE_DOC, convert, from_decoder, prepare_tokenizer
 from .modeling_gemma_encoder import (
+    GemmaEncoderForMaskedLM,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
     GemmaEncoderModel,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 AutoConfig.register(GemmaEncoderConfig.model_type, GemmaEncoderConfig, exist_ok=True)
 AutoModel.register(GemmaEncoderConfig, GemmaEncoderModel, exist_ok=True)
 AutoModelForSequenceClassification.register(GemmaEncoderConfig, GemmaEncoderForSequenceClassification, exist_ok=True)
+AutoModelForMaskedLM.register(GemmaEncoderConfig, GemmaEncoderForMaskedLM, exist_ok=True)
 
 # `from_decoder` reads GGUF files and decoder configs, which the self-contained modeling file (shipped to the Hub for
 # trust_remote_code) must not depend on; the package attaches it here instead.
@@ -30,6 +32,7 @@ __all__ = [
     "GemmaEncoderModel",
     "GemmaEncoderForSequenceClassification",
     "GemmaEncoderForRanking",
+    "GemmaEncoderForMaskedLM",
     "GemmaEncoderPreTrainedModel",
     "PAIR_TEMPLATE_DOC",
     "convert",

@@ -11,6 +11,7 @@ BIDIRECTIONAL_WINDOWS = ("split", "full", "global")
 POOLING_TYPES = ("mean", "first", "last", "attention")
 ATTENTION_POOLING_PROBES = ("query", "kv")
 RANKING_LOSSES = ("pointwise", "pairwise", "listwise")
+MASKED_LM_OBJECTIVES = ("mntp", "mlm")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -99,6 +100,11 @@ class GemmaEncoderConfig(PreTrainedConfig):
             cross-entropy over a group, default).
         ranking_group_size (`int`): documents per query in a ranking batch (1 positive + n negatives, the positive
             first); a batch holds whole groups. Used by the pairwise and listwise losses.
+        masked_lm_objective (`str`): which hidden state `GemmaEncoderForMaskedLM` predicts token i from. `"mntp"`
+            (default, masked next-token prediction as in LLM2Vec): the state at position i - 1, which is what the
+            decoder's LM head was pretrained on, so a freshly converted model already fills masks sensibly;
+            `"mlm"`: the state at position i itself, as BERT does. Either way `logits[:, i]` scores token i, so the
+            `fill-mask` pipeline and `labels` are the same for both.
         num_labels / problem_type / id2label / label2id: as in every transformers classifier.
     """
 
@@ -157,6 +163,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
     classifier_activation: str = "gelu"
     ranking_loss: str = "listwise"
     ranking_group_size: int = 8
+    masked_lm_objective: str = "mntp"
 
     def __post_init__(self, **kwargs):
         if self.layer_types is None:
@@ -170,6 +177,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
         _check_choice("pooling", self.pooling, POOLING_TYPES)
         _check_choice("attention_pooling_probe", self.attention_pooling_probe, ATTENTION_POOLING_PROBES)
         _check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
+        _check_choice("masked_lm_objective", self.masked_lm_objective, MASKED_LM_OBJECTIVES)
         for i, layer_type in enumerate(self.layer_types):
             _check_choice(f"layer_types[{i}]", layer_type, LAYER_TYPES)
         if len(self.layer_types) != self.num_hidden_layers:

@@ -232,9 +232,10 @@ def load_decoder_tokenizer(source: str | os.PathLike, max_length: int, **hub_kwa
 def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: str = "base", **overrides) -> Path:
     """Write a ready-to-use encoder folder (config, safetensors weights, tokenizer) converted from `source`.
 
-    `task` picks the class: "base" (GemmaEncoderModel), "classification" or "ranking".
+    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking" or "masked-lm".
     """
     from .modeling_gemma_encoder import (
+        GemmaEncoderForMaskedLM,
         GemmaEncoderForRanking,
         GemmaEncoderForSequenceClassification,
         GemmaEncoderModel,
@@ -244,6 +245,7 @@ def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: s
         "base": GemmaEncoderModel,
         "classification": GemmaEncoderForSequenceClassification,
         "ranking": GemmaEncoderForRanking,
+        "masked-lm": GemmaEncoderForMaskedLM,
     }
     if task not in classes:
         raise ValueError(f"task={task!r} is not supported; allowed values: {list(classes)}.")

@@ -7,7 +7,8 @@ its sibling configuration file.
 Layout of the file:
     backbone   - embedding, RMS norm, rotary embedding, attention, feed-forward, layer, masks
     pooling    - first-K / last-K / mean / attention (query- or KV-probe) poolers
-    models     - GemmaEncoderModel, GemmaEncoderForSequenceClassification, GemmaEncoderForRanking
+    models     - GemmaEncoderModel, GemmaEncoderForSequenceClassification, GemmaEncoderForRanking,
+                 GemmaEncoderForMaskedLM
     losses     - ranking losses
 """
 
@@ -19,7 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
 from transformers.utils import logging
 
 from .configuration_gemma_encoder import GemmaEncoderConfig
@@ -687,9 +688,104 @@ class GemmaEncoderForRanking(_GemmaEncoderWithHead):
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
+class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
+    """The encoder with the decoder's tied embedding as vocabulary head: fill-mask, and MNTP / MLM adaptation.
+
+    `logits[:, i]` always scores the token at position i, so `labels` (token ids, -100 = ignore) and the `fill-mask`
+    pipeline work as for any masked LM. `config.masked_lm_objective` picks the hidden state behind them: `"mntp"`
+    (default) reads position i - 1, as the decoder's LM head was pretrained to; `"mlm"` reads position i.
+
+    With `labels`, vocabulary logits are computed only at the labelled positions (`logits` then has shape
+    `(num_labelled, vocab_size)`, as ModernBERT's sparse prediction): a full `(batch, seq, 262k)` fp32 tensor and its
+    gradient would dominate the memory of an adaptation step.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__(config)
+        self.model = GemmaEncoderModel(config, add_pooling_layer=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def _vocab_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden_states)
+        cap = self.config.final_logit_softcapping
+        if cap is not None:
+            # Gemma 2's decoder caps its vocabulary logits; the head keeps the scale it was pretrained with.
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = outputs.last_hidden_state
+        mntp = self.config.masked_lm_objective == "mntp"
+        if mntp:
+            # Token i is predicted from the state at i - 1. Position 0 has no predecessor and keeps its own state; it
+            # holds <bos> (or padding), which is never a target.
+            hidden_states = torch.cat([hidden_states[:, :1], hidden_states[:, :-1]], dim=1)
+
+        loss = None
+        if labels is None:
+            logits = self._vocab_logits(hidden_states)
+        else:
+            labels = labels.to(hidden_states.device)
+            if labels.shape != hidden_states.shape[:2]:
+                raise ValueError(
+                    f"Masked-LM labels must have the shape of input_ids {tuple(hidden_states.shape[:2])} (a token id "
+                    f"per position, -100 where there is nothing to predict), got {tuple(labels.shape)}."
+                )
+            if mntp:
+                labels = labels.clone()
+                labels[:, 0] = -100
+            selected = labels != -100
+            logits = self._vocab_logits(hidden_states[selected])
+            if selected.any():
+                loss = F.cross_entropy(logits.float(), labels[selected])
+            else:
+                # A batch where the collator masked nothing: a zero loss that keeps the graph, not a NaN mean.
+                loss = hidden_states.sum() * 0.0
+
+        if not return_dict:
+            rest = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + rest) if loss is not None else rest
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
 __all__ = [
     "GemmaEncoderPreTrainedModel",
     "GemmaEncoderModel",
     "GemmaEncoderForSequenceClassification",
     "GemmaEncoderForRanking",
+    "GemmaEncoderForMaskedLM",
 ]
