@@ -408,6 +408,18 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
             module.key_probes.normal_(0.0, std)
             module.value_probes.normal_(0.0, std)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with a config whose `auto_map` names every class this file serves.
+
+        Every GemmaEncoder class is registered for its Auto class (bottom of this file), so transformers copies this
+        file and the configuration file next to the weights, as for any remote-code model. Its `auto_map`, though,
+        would only hold AutoConfig and the class being saved; a repo saved from a classifier could then not be loaded
+        with AutoModel. The full map is set here, in the file that travels with the weights, so a model loaded with
+        `trust_remote_code=True` and saved again (Trainer checkpoints, `push_to_hub`) keeps it too.
+        """
+        self.config.auto_map = hub_auto_map(type(self))
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
     """The bidirectional Gemma backbone; `pooler_output` is the pooled text vector chosen by `config.pooling`."""
@@ -780,6 +792,57 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
             rest = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
             return ((loss,) + rest) if loss is not None else rest
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Auto classes (what a Hub repo's config.json `auto_map` lists)
+# ----------------------------------------------------------------------------------------------------------------------
+
+# transformers has no AutoModelForRanking: to pipelines and sentence-transformers' CrossEncoder a ranker is a one-label
+# sequence classifier, so AutoModelForSequenceClassification serves it.
+_AUTO_CLASS_ALIASES = {"GemmaEncoderForRanking": "AutoModelForSequenceClassification"}
+
+
+def auto_class_name(model_class: type) -> str:
+    """The transformers Auto class that loads `model_class`: GemmaEncoderFor<Task> -> AutoModelFor<Task>."""
+    if model_class.__name__ in _AUTO_CLASS_ALIASES:
+        return _AUTO_CLASS_ALIASES[model_class.__name__]
+    task = model_class.__name__.removeprefix("GemmaEncoder")
+    return "AutoModel" if task == "Model" else f"AutoModel{task}"
+
+
+def served_model_classes() -> list[type]:
+    """The public model classes defined in this file, found by walking the class tree so new heads join by existing."""
+    found, pending = [], [GemmaEncoderPreTrainedModel]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__module__ == __name__ and not cls.__name__.startswith("_") and cls is not GemmaEncoderPreTrainedModel:
+            found.append(cls)
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
+def hub_auto_map(saved_class: type) -> dict[str, str]:
+    """`auto_map` of a saved model: AutoConfig and every Auto class served here; `saved_class` wins its own entry.
+
+    Where two classes share an Auto class (classifier and ranker), the one named after it is the default, so a base
+    encoder's repo loads with AutoModelForSequenceClassification as a classifier.
+    """
+    module = __name__.rsplit(".", 1)[-1]
+    auto_map = {"AutoConfig": f"{GemmaEncoderConfig.__module__.rsplit('.', 1)[-1]}.{GemmaEncoderConfig.__name__}"}
+    aliased_first = sorted(served_model_classes(), key=lambda cls: cls.__name__ not in _AUTO_CLASS_ALIASES)
+    chosen = {auto_class_name(cls): cls for cls in aliased_first}
+    if saved_class.__module__ == __name__:
+        chosen[auto_class_name(saved_class)] = saved_class
+    auto_map.update({auto: f"{module}.{cls.__name__}" for auto, cls in sorted(chosen.items())})
+    return auto_map
+
+
+# Registering makes transformers treat these classes as remote code when saving: it copies this file and the
+# configuration file next to the weights (`save_pretrained` above completes the map).
+GemmaEncoderConfig.register_for_auto_class()
+for _model_class in served_model_classes():
+    _model_class.register_for_auto_class(auto_class_name(_model_class))
 
 
 __all__ = [
