@@ -8,6 +8,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelF
 
 from .configuration_gemma_encoder import GemmaEncoderConfig
 from .conversion import PAIR_TEMPLATE_DOC, convert, from_decoder, prepare_tokenizer
+from .inference import embed, score_pairs
+from .integrations import register_peft_target_modules
 from .modeling_gemma_encoder import (
     GemmaEncoderForMaskedLM,
     GemmaEncoderForRanking,
@@ -27,6 +29,9 @@ AutoModelForMaskedLM.register(GemmaEncoderConfig, GemmaEncoderForMaskedLM, exist
 # trust_remote_code) must not depend on; the package attaches it here instead.
 GemmaEncoderPreTrainedModel.from_decoder = classmethod(from_decoder)
 
+# PEFT's LoraConfig (and other adapter methods) then need no `target_modules` for GemmaEncoder models.
+register_peft_target_modules()
+
 __all__ = [
     "GemmaEncoderConfig",
     "GemmaEncoderModel",
@@ -36,5 +41,7 @@ __all__ = [
     "GemmaEncoderPreTrainedModel",
     "PAIR_TEMPLATE_DOC",
     "convert",
+    "embed",
     "prepare_tokenizer",
+    "score_pairs",
 ]
