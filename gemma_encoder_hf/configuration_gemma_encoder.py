@@ -12,6 +12,7 @@ POOLING_TYPES = ("mean", "first", "last", "attention")
 ATTENTION_POOLING_PROBES = ("query", "kv")
 RANKING_LOSSES = ("pointwise", "pairwise", "listwise")
 MASKED_LM_OBJECTIVES = ("mntp", "mlm")
+PACKED_EXECUTION_MODES = ("auto", "always", "never")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -105,6 +106,13 @@ class GemmaEncoderConfig(PreTrainedConfig):
             decoder's LM head was pretrained on, so a freshly converted model already fills masks sensibly;
             `"mlm"`: the state at position i itself, as BERT does. Either way `logits[:, i]` scores token i, so the
             `fill-mask` pipeline and `labels` are the same for both.
+        packed_execution (`str`): whether a padded batch runs "packed": only its real tokens go through the layers
+            (laid back to back, attention kept within each text), and the outputs are padded again afterwards.
+            `"auto"` (default): when at least a tenth of the batch is padding (and always under
+            `attn_implementation="flash_attention_2"` / `"flex_attention"`, which only run packed); `"always"`: every
+            batch; `"never"`: keep the padded computation (batches flattened by the caller still run packed, since
+            padded attention would mix their texts). Results agree to float rounding; padding positions of
+            `last_hidden_state` are zeros when packed.
         num_labels / problem_type / id2label / label2id: as in every transformers classifier.
     """
 
@@ -164,6 +172,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
     ranking_loss: str = "listwise"
     ranking_group_size: int = 8
     masked_lm_objective: str = "mntp"
+    packed_execution: str = "auto"
 
     def __post_init__(self, **kwargs):
         if self.layer_types is None:
@@ -178,6 +187,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
         _check_choice("attention_pooling_probe", self.attention_pooling_probe, ATTENTION_POOLING_PROBES)
         _check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
         _check_choice("masked_lm_objective", self.masked_lm_objective, MASKED_LM_OBJECTIVES)
+        _check_choice("packed_execution", self.packed_execution, PACKED_EXECUTION_MODES)
         for i, layer_type in enumerate(self.layer_types):
             _check_choice(f"layer_types[{i}]", layer_type, LAYER_TYPES)
         if len(self.layer_types) != self.num_hidden_layers:
