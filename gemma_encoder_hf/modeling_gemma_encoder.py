@@ -12,7 +12,9 @@ Layout of the file:
     losses     - ranking losses
 """
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -152,10 +154,15 @@ class GemmaEncoderAttention(nn.Module):
         if config.use_qk_norm:
             self.q_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.window = attention_window(config, config.layer_types[layer_idx])
 
     def forward(
-        self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        mask: "torch.Tensor | PackedLayout | None",
     ) -> torch.Tensor:
+        """`mask` is the (batch, 1, seq, seq) boolean mask of a padded batch, or the layout of a packed one."""
         batch, seq, _ = hidden_states.shape
         query = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         key = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -166,6 +173,12 @@ class GemmaEncoderAttention(nn.Module):
         query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
 
         dropout = self.config.attention_dropout if self.training else 0.0
+        if isinstance(mask, PackedLayout):
+            out = packed_attention(
+                query, key, value, mask, self.window, self.scaling, self.softcap, dropout,
+                self.config._attn_implementation,
+            )  # fmt: skip
+            return self.o_proj(out.reshape(batch, seq, -1))
         # torch's SDPA has no logit soft-capping (Gemma 2): those configs always take the exact eager path, rather
         # than silently dropping the cap as transformers' own sdpa integration would.
         if self.config._attn_implementation == "sdpa" and self.softcap is None:
@@ -210,7 +223,11 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
     ) -> torch.Tensor:
-        attn_out = self.self_attn(self.input_layernorm(hidden_states), rotary, mask)
+        # An fp16 model carries its residual stream in fp32 (see GemmaEncoderModel.forward): the normalised block
+        # inputs go back to the weights' dtype here, and the fp16 block outputs are added to the fp32 stream. In every
+        # other case the cast is a no-op.
+        block_dtype = self.input_layernorm.weight.dtype
+        attn_out = self.self_attn(self.input_layernorm(hidden_states).to(block_dtype), rotary, mask)
         if self.sandwich:
             attn_out = self.post_attention_layernorm(attn_out)
             pre_ffn_norm = self.pre_feedforward_layernorm
@@ -218,7 +235,7 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
             pre_ffn_norm = self.post_attention_layernorm
         hidden_states = hidden_states + self.dropout(attn_out)
 
-        ffn_out = self.mlp(pre_ffn_norm(hidden_states))
+        ffn_out = self.mlp(pre_ffn_norm(hidden_states).to(block_dtype))
         if self.sandwich:
             ffn_out = self.post_feedforward_layernorm(ffn_out)
         return hidden_states + self.dropout(ffn_out)
@@ -272,8 +289,249 @@ def default_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Packed (unpadded) execution
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Below this share of padding tokens, "auto" keeps the padded computation: packing costs a gather/scatter and one
+# attention call per text, which only pays off once enough padding is skipped (see docs/performance.md).
+PACKING_MIN_PADDING_FRACTION = 0.1
+
+
+@dataclass
+class PackedLayout:
+    """Where the texts of a batch lie once their real tokens are laid back to back in one row of `total` tokens.
+
+    Embeddings, norms, the q/k/v/o and MLP linears then process `(1, total, hidden)` (no padding at all), and attention
+    runs within each text (`cu_seqlens`, flash-attention's varlen convention). A row may hold several texts: callers
+    that flatten batches themselves (transformers' `DataCollatorWithFlattening`, sentence-transformers with flash
+    attention) mark where a text starts by restarting `position_ids` at 0.
+    """
+
+    indices: torch.Tensor  # (total,) positions of the real tokens in the flattened (batch * seq) input
+    cu_seqlens: torch.Tensor  # (num_texts + 1,) int32 start of each text in the packed row, then `total`
+    lengths: list[int]  # host copy of the text lengths: the per-text attention loop must not sync per layer
+    batch: int
+    seq: int
+    cache: dict = field(default_factory=dict)  # per-forward attention masks (flex block masks, per-length masks)
+
+    @property
+    def num_texts(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def max_seqlen(self) -> int:
+        return max(self.lengths)
+
+    @property
+    def is_flattened(self) -> bool:
+        """Whether some input row holds several texts (so outputs must be split per text, not per row)."""
+        return self.num_texts > self.batch
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, ...) -> (1, total, ...): the real tokens only."""
+        return x.reshape(self.batch * self.seq, *x.shape[2:]).index_select(0, self.indices).unsqueeze(0)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, total, ...) -> (batch, seq, ...), zeros at padding positions."""
+        out = x.new_zeros(self.batch * self.seq, *x.shape[2:])
+        return out.index_copy(0, self.indices, x[0]).view(self.batch, self.seq, *x.shape[2:])
+
+    def per_text(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, total, hidden) -> ((num_texts, max_len, hidden) right-padded, (num_texts, max_len) mask): one row per
+        text, which is what the poolers need when a caller flattened several texts into one row."""
+        lengths = torch.tensor(self.lengths, device=x.device)
+        mask = torch.arange(self.max_seqlen, device=x.device)[None, :] < lengths[:, None]
+        out = x.new_zeros(self.num_texts, self.max_seqlen, x.shape[-1])
+        out[mask] = x[0]
+        return out, mask.long()
+
+
+def packed_layout(attention_mask: torch.Tensor, position_ids: torch.Tensor | None) -> PackedLayout | None:
+    """The packed layout of a batch, or None when a row's real tokens are not contiguous (a mask with holes).
+
+    A text starts at the first real token of each row and wherever `position_ids` restart at 0 inside a row. Packing
+    a row with holes would change which tokens fall inside a sliding window, so such batches stay padded.
+    """
+    batch, seq = attention_mask.shape
+    indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+    starts = torch.ones_like(indices, dtype=torch.bool)
+    rows = indices // seq
+    starts[1:] = rows[1:] != rows[:-1]
+    if position_ids is not None:
+        starts |= position_ids.reshape(-1).index_select(0, indices) == 0
+    start_at = starts.nonzero().squeeze(1)
+    total = torch.tensor([indices.numel()], device=indices.device)
+    cu_seqlens = torch.cat([start_at, total]).to(torch.int32)
+    lengths = cu_seqlens.diff()
+    # Contiguous iff each text spans exactly `length` input positions.
+    first, last = indices[cu_seqlens[:-1].long()], indices[cu_seqlens[1:].long() - 1]
+    if not bool((last - first + 1 == lengths).all()):
+        return None
+    return PackedLayout(indices=indices, cu_seqlens=cu_seqlens, lengths=lengths.tolist(), batch=batch, seq=seq)
+
+
+def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, int]:
+    """(left, right): a query at i sees keys in [i - left, i + right] of its own text; -1 means unbounded.
+
+    The same spans as `build_attention_masks`, in flash-attention's `window_size` convention.
+    """
+    causal = config.attention == "causal"
+    if layer_type == "full_attention":
+        return (-1, 0) if causal else (-1, -1)
+    window = config.sliding_window
+    if causal:
+        return (window - 1, 0)
+    if config.bidirectional_window == "split":
+        return (window // 2, window // 2)
+    if config.bidirectional_window == "full":
+        return (window - 1, window - 1)
+    return (-1, -1)
+
+
+def _window_mask(length: int, window: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+    """Boolean (length, length) mask of a window within one text, or None when the window covers the whole text."""
+    left, right = window
+    if (left < 0 or left >= length - 1) and (right < 0 or right >= length - 1):
+        return None
+    idx = torch.arange(length, device=device)
+    distance = idx[:, None] - idx[None, :]
+    allowed = torch.ones(length, length, dtype=torch.bool, device=device)
+    if left >= 0:
+        allowed &= distance <= left
+    if right >= 0:
+        allowed &= -distance <= right
+    return allowed
+
+
+def _flex_block_mask(layout: PackedLayout, window: tuple[int, int], device: torch.device):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    text_of = torch.repeat_interleave(
+        torch.arange(layout.num_texts, device=device), torch.tensor(layout.lengths, device=device)
+    )
+    left, right = window
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        allowed = text_of[q_idx] == text_of[kv_idx]
+        if left >= 0:
+            allowed = allowed & (q_idx - kv_idx <= left)
+        if right >= 0:
+            allowed = allowed & (kv_idx - q_idx <= right)
+        return allowed
+
+    total = sum(layout.lengths)
+    return create_block_mask(mask_mod, None, None, total, total, device=device)
+
+
+_compiled_flex_attention = None
+
+
+def _flex_attention(*args, **kwargs):
+    """flex_attention, compiled on GPU (its eager form materialises every score); eager on CPU, where compiling
+    needs a C++ toolchain and the per-text SDPA loop is the fast path anyway."""
+    global _compiled_flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not args[0].is_cuda:
+        return flex_attention(*args, **kwargs)
+    if _compiled_flex_attention is None:
+        _compiled_flex_attention = torch.compile(flex_attention, dynamic=True)
+    return _compiled_flex_attention(*args, **kwargs)
+
+
+def packed_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    layout: PackedLayout,
+    window: tuple[int, int],
+    scaling: float,
+    softcap: float | None,
+    dropout: float,
+    implementation: str,
+) -> torch.Tensor:
+    """Attention within each text of a packed row: (1, heads, total, d) x (1, kv_heads, total, d) -> (1, total, heads, d).
+
+    Backends, fastest first where they apply:
+      - `flash_attention_2`: flash-attn's varlen kernel (windows and soft-capping native);
+      - `flex_attention`: one call over the row with a per-text (and windowed) block mask, soft-capping as score_mod;
+      - CUDA half precision under `sdpa`: torch's own varlen flash kernel (`torch.nn.attention.varlen`);
+      - otherwise one SDPA (or, for soft-capping / `eager`, exact eager) call per text. On CPU this measured as fast
+        as one padded SDPA call and faster than nested-tensor SDPA or length buckets (docs/performance.md).
+    """
+    gqa = query.shape[1] != key.shape[1]
+    if implementation == "flash_attention_2":
+        from flash_attn import flash_attn_varlen_func
+
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+        out = flash_attn_varlen_func(
+            q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_seqlen, layout.max_seqlen,
+            dropout_p=dropout, softmax_scale=scaling, causal=False, window_size=window, softcap=softcap or 0.0,
+        )  # fmt: skip
+        return out.unsqueeze(0)
+    if implementation == "flex_attention" and dropout == 0.0:
+        block_mask = layout.cache.get(("flex", window))
+        if block_mask is None:
+            block_mask = layout.cache[("flex", window)] = _flex_block_mask(layout, window, query.device)
+        score_mod = None
+        if softcap is not None:
+
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return torch.tanh(score / softcap) * softcap
+
+        out = _flex_attention(
+            query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=gqa
+        )
+        return out.transpose(1, 2)
+    if (
+        query.is_cuda
+        and implementation == "sdpa"
+        and softcap is None
+        and dropout == 0.0
+        and query.dtype in (torch.float16, torch.bfloat16)
+    ):
+        from torch.nn.attention.varlen import varlen_attn
+
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+        out = varlen_attn(
+            q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_seqlen, layout.max_seqlen,
+            scale=scaling, window_size=window, enable_gqa=gqa,
+        )  # fmt: skip
+        return out.unsqueeze(0)
+
+    use_sdpa = implementation != "eager" and softcap is None
+    outputs, start = [], 0
+    for length in layout.lengths:
+        mask_key = ("window", window, length)
+        if mask_key not in layout.cache:
+            layout.cache[mask_key] = _window_mask(length, window, query.device)
+        mask = layout.cache[mask_key]
+        span = slice(start, start + length)
+        q, k, v = query[:, :, span], key[:, :, span], value[:, :, span]
+        if use_sdpa:
+            outputs.append(sdpa_attention(q, k, v, mask, scaling, dropout))
+        else:
+            outputs.append(eager_attention(q, k, v, mask, scaling, softcap, dropout))
+        start += length
+    return torch.cat(outputs, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Pooling
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def texts_for_pooling(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor, layout: PackedLayout | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden_states, attention_mask) with one row per text, for the poolers.
+
+    A batch flattened by the caller (several texts in one row, told apart by restarting `position_ids`) is split
+    into one right-padded row per text, so no pooler ever mixes two texts; any other batch is returned as it is.
+    """
+    if layout is None or not layout.is_flattened:
+        return hidden_states, attention_mask
+    return layout.per_text(layout.pack(hidden_states))
 
 
 def _check_nonempty(mask: torch.Tensor) -> None:
@@ -395,6 +653,9 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["GemmaEncoderLayer"]
     _supports_sdpa = True
     _supports_attention_backend = False
+    # Attention reads `config._attn_implementation` on every call, so switching it at run time is safe. transformers
+    # guesses this from the module source and would otherwise refuse `set_attn_implementation`.
+    _can_set_attn_implementation_cached_value = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -421,6 +682,26 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
+def write_sentence_transformers_config(save_directory: str | os.PathLike) -> None:
+    """Write `modules.json` and `sentence_bert_config.json` (sentence-transformers >= 6 format) for a saved encoder.
+
+    The folder becomes a one-module SentenceTransformer whose Transformer module reads `pooler_output` from
+    `forward` as the sentence embedding. Flattened ("unpadded") batches are switched off: this model pools per row
+    of a padded batch and would pool across texts if sentence-transformers concatenated them into one row.
+    """
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
+    module_config = {
+        "transformer_task": "feature-extraction",
+        "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
+        "module_output_name": "sentence_embedding",
+        "unpad_inputs": False,
+    }
+    for name, content in (("modules.json", modules), ("sentence_bert_config.json", module_config)):
+        with open(os.path.join(save_directory, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
+            f.write("\n")
+
+
 class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
     """The bidirectional Gemma backbone; `pooler_output` is the pooled text vector chosen by `config.pooling`."""
 
@@ -439,6 +720,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as every GemmaEncoder model does, plus (when it has a pooler) the files that make the folder a
+        SentenceTransformer: `SentenceTransformer(folder)` then returns this model's `pooler_output` (attention
+        pooling included) instead of composing its own mean pooling over `last_hidden_state`.
+        """
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.pooler is not None and kwargs.get("is_main_process", True):
+            write_sentence_transformers_config(save_directory)
+        return result
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -456,15 +747,22 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        batch, seq, _ = inputs_embeds.shape
+        reference = input_ids if input_ids is not None else inputs_embeds
         if attention_mask is None:
-            attention_mask = torch.ones(batch, seq, dtype=torch.long, device=inputs_embeds.device)
+            attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+        layout = self._packed_layout(attention_mask, position_ids)
         if position_ids is None:
             position_ids = default_position_ids(attention_mask)
 
-        masks = build_attention_masks(attention_mask, self.config)
+        if layout is None:
+            if inputs_embeds is None:
+                inputs_embeds = self.embed_tokens(input_ids)
+            masks = build_attention_masks(attention_mask, self.config)
+        else:
+            # Only real tokens are embedded and flow through the layers, as one (1, total) row.
+            inputs_embeds = self.embed_tokens(layout.pack(input_ids)) if inputs_embeds is None else layout.pack(inputs_embeds)
+            position_ids = layout.pack(position_ids)
+            masks = dict.fromkeys(self.config.layer_types, layout)
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
@@ -487,17 +785,50 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         if output_hidden_states:
             # The last entry is the normalised output, as in transformers' Gemma models.
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
+        if layout is not None:
+            hidden_states = layout.unpack(hidden_states)
+            if output_hidden_states:
+                all_hidden_states = tuple(layout.unpack(h) for h in all_hidden_states)
 
         pooled = None
         if self.pooler is not None:
             _check_nonempty(attention_mask)
-            pooled = self.pooler(hidden_states, attention_mask)
+            pooled = self.pooler(*texts_for_pooling(hidden_states, attention_mask, layout))
 
         if not return_dict:
             return tuple(v for v in (hidden_states, pooled, all_hidden_states) if v is not None)
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
         )
+
+    def _packed_layout(
+        self, attention_mask: torch.Tensor, position_ids: torch.Tensor | None
+    ) -> PackedLayout | None:
+        """The layout to run packed, or None to run the padded batch as it is (see `config.packed_execution`)."""
+        mode = self.config.packed_execution
+        packed_only = self.config._attn_implementation in ("flash_attention_2", "flex_attention")
+        # Without explicit position_ids a row holds one text, so a batch without padding gains nothing from packing.
+        if position_ids is None and not packed_only and mode != "always":
+            if mode == "never":
+                return None
+            padding = 1.0 - attention_mask.sum().item() / attention_mask.numel()
+            if padding < PACKING_MIN_PADDING_FRACTION:
+                return None
+        layout = packed_layout(attention_mask, position_ids)
+        if layout is None:
+            if packed_only:
+                raise ValueError(
+                    f"attn_implementation={self.config._attn_implementation!r} runs texts packed, which needs each "
+                    "row's real tokens to be contiguous, but attention_mask has holes inside a row; use "
+                    "attn_implementation='sdpa' for such masks."
+                )
+            return None
+        if layout.is_flattened or packed_only or mode == "always":
+            return layout
+        if mode == "never":
+            return None
+        padding = 1.0 - len(layout.indices) / attention_mask.numel()
+        return layout if padding >= PACKING_MIN_PADDING_FRACTION else None
 
 
 class GemmaEncoderHead(nn.Module):
@@ -555,7 +886,9 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits, _ = self.score(outputs.last_hidden_state, attention_mask)
+        # Only explicit position_ids can mark several texts in one row (a caller-flattened batch).
+        layout = packed_layout(attention_mask, position_ids) if position_ids is not None else None
+        logits, _ = self.score(*texts_for_pooling(outputs.last_hidden_state, attention_mask, layout))
         return logits, outputs
 
 

@@ -106,7 +106,7 @@ def _cache_root() -> Path | None:
 
 
 def _code_key() -> str:
-    sources = [conversion.__file__, gemma_encoder_hf.configuration_gemma_encoder.__file__]
+    sources = [__file__, conversion.__file__, gemma_encoder_hf.configuration_gemma_encoder.__file__]
     digest = hashlib.sha256()
     for source in sources:
         digest.update(Path(source).read_bytes())
@@ -138,10 +138,39 @@ def gguf_path() -> Path:
     return Path(gguf_package.assemble())
 
 
+REFERENCE_TEXTS = [
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's "
+    "austere locales .",
+]
+
+
+def _convert_real_encoder(gguf_path: Path, out: Path) -> None:
+    """Convert in memory, record its outputs on REFERENCE_TEXTS, then save: round-trip tests compare against them."""
+    model = gemma_encoder_hf.GemmaEncoderModel.from_decoder(gguf_path, dtype=torch.float32).eval()
+    tokenizer = conversion.load_decoder_tokenizer(gguf_path, model.config.max_position_embeddings)
+    batch = tokenizer(REFERENCE_TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**batch)
+    torch.save(
+        {"batch": dict(batch), "last_hidden_state": outputs.last_hidden_state, "pooler_output": outputs.pooler_output},
+        out / "reference.pt",
+    )
+    model.save_pretrained(out / "encoder")
+    tokenizer.save_pretrained(out / "encoder")
+
+
 @pytest.fixture(scope="session")
-def real_encoder_dir(gguf_path, tmp_path_factory) -> Path:
-    """Gemma 3 270M converted from the GGUF by our own `convert` (base encoder + prepared tokenizer)."""
-    return _cached_dir("gemma3-270m-encoder", tmp_path_factory, lambda out: gemma_encoder_hf.convert(gguf_path, out))
+def real_encoder_artifacts(gguf_path, tmp_path_factory) -> Path:
+    """Gemma 3 270M converted from the GGUF once: `encoder/` (model + prepared tokenizer) and `reference.pt`."""
+    return _cached_dir("gemma3-270m-encoder", tmp_path_factory, lambda out: _convert_real_encoder(gguf_path, out))
+
+
+@pytest.fixture(scope="session")
+def real_encoder_dir(real_encoder_artifacts) -> Path:
+    """Folder of the converted Gemma 3 270M base encoder with its prepared tokenizer."""
+    return real_encoder_artifacts / "encoder"
 
 
 @pytest.fixture(scope="session")
