@@ -37,6 +37,59 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {args.task} encoder to {out}")
 
 
+def _cmd_card(args: argparse.Namespace) -> None:
+    from .model_card import write_model_card
+
+    out = write_model_card(
+        args.model_dir,
+        args.out,
+        model_id=args.model_id,
+        results_files=args.results,
+        base_model=args.base_model,
+        training_data=args.training_data,
+    )
+    print(f"wrote model card to {out}")
+
+
+def _cmd_adapt(args: argparse.Namespace) -> None:
+    from .adaptation import adapt, default_corpus, read_texts
+
+    if args.text:
+        texts = [t for path in args.text for t in read_texts(path, args.column)]
+    else:
+        texts = default_corpus(args.data) if args.data else default_corpus()
+    lora = args.lora_rank > 0
+    if lora:
+        from peft import LoraConfig
+
+        from .adaptation import DEFAULT_LORA_TARGETS
+
+        lora = LoraConfig(
+            r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.05, target_modules=list(DEFAULT_LORA_TARGETS)
+        )
+    out = adapt(
+        args.source,
+        texts,
+        args.output_dir,
+        objective=args.objective,
+        masking=args.masking,
+        mask_rate=args.mask_rate,
+        steps=args.steps,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        lora=lora,
+        train_embeddings=args.train_embeddings,
+        seed=args.seed,
+        use_cpu=args.cpu,
+    )
+    record = json.loads((out / "adaptation.json").read_text())
+    print(
+        f"adapted on {record['num_texts']} texts in {record['train_seconds'] / 60:.1f} min "
+        f"({record['seconds_per_step']} s/step, mean loss {record['mean_loss']}); wrote {out}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemma-encoder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +103,42 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-labels", type=int, dest="num_labels")
     convert.add_argument("--set", action="append", metavar="KEY=VALUE", help="any GemmaEncoderConfig field")
     convert.set_defaults(func=_cmd_convert)
+
+    card = sub.add_parser("card", help="write the model card (README.md) of a saved GemmaEncoder model")
+    card.add_argument("model_dir", help="folder written by save_pretrained / convert")
+    card.add_argument("--results", nargs="+", default=[], metavar="JSON", help="results files of `gemma-encoder evaluate`")
+    card.add_argument("--out", help="where to write the card (default: MODEL_DIR/README.md)")
+    card.add_argument("--model-id", dest="model_id", help="Hub repo id the usage snippet loads (default: MODEL_DIR)")
+    card.add_argument("--base-model", dest="base_model", help="Hub id of the decoder, e.g. google/gemma-3-270m")
+    card.add_argument("--training-data", nargs="+", default=[], dest="training_data", metavar="DATASET")
+    card.set_defaults(func=_cmd_card)
+
+    # Choices are spelled out rather than imported: the adaptation module pulls in datasets and the Trainer, which
+    # `gemma-encoder --help` and `convert` should not pay for.
+    adapt = sub.add_parser(
+        "adapt",
+        help="teach an encoder bidirectional context on unlabelled text (MNTP / MLM) before task fine-tuning",
+    )
+    adapt.add_argument("source", help="decoder (folder, Hub id, .gguf, 'embedded') or GemmaEncoder folder")
+    adapt.add_argument("output_dir")
+    adapt.add_argument(
+        "--text", nargs="+", metavar="FILE",
+        help=".txt (one text per line) or .tsv/.csv/.jsonl (with --column); default: the MS MARCO passages of --data",
+    )
+    adapt.add_argument("--column", help="column holding the text in a table file")
+    adapt.add_argument("--data", help="data root holding the default corpus (default: <repo>/../shared/data)")
+    adapt.add_argument("--objective", choices=("mntp", "mlm"), default="mntp")
+    adapt.add_argument("--masking", choices=("mask", "bert"), default="mask", help="all <mask>, or 80/10/10")
+    adapt.add_argument("--mask-rate", type=float, default=0.2, dest="mask_rate")
+    adapt.add_argument("--steps", type=int, default=300)
+    adapt.add_argument("--lr", type=float, default=5e-5)
+    adapt.add_argument("--batch-size", type=int, default=16, dest="batch_size")
+    adapt.add_argument("--max-length", type=int, default=128, dest="max_length")
+    adapt.add_argument("--lora-rank", type=int, default=0, dest="lora_rank", help="> 0: LoRA of this rank, merged")
+    adapt.add_argument("--train-embeddings", action="store_true", dest="train_embeddings")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is present")
+    adapt.set_defaults(func=_cmd_adapt)
     return parser
 
 
