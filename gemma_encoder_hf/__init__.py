@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelF
 
 from .configuration_gemma_encoder import GemmaEncoderConfig
 from .conversion import PAIR_TEMPLATE_DOC, convert, from_decoder, prepare_tokenizer
+from .hub import push_to_hub
 from .inference import embed, score_pairs
 from .integrations import register_peft_target_modules
 from .modeling_gemma_encoder import (
@@ -28,6 +29,10 @@ AutoModelForMaskedLM.register(GemmaEncoderConfig, GemmaEncoderForMaskedLM, exist
 # `from_decoder` reads GGUF files and decoder configs, which the self-contained modeling file (shipped to the Hub for
 # trust_remote_code) must not depend on; the package attaches it here instead.
 GemmaEncoderPreTrainedModel.from_decoder = classmethod(from_decoder)
+
+# transformers' push_to_hub uploads the model alone with a generic card; ours adds the tokenizer and a generated card in
+# the same commit. It needs the card generator, so it is attached here, like `from_decoder`.
+GemmaEncoderPreTrainedModel.push_to_hub = push_to_hub
 
 # PEFT's LoraConfig (and other adapter methods) then need no `target_modules` for GemmaEncoder models.
 register_peft_target_modules()

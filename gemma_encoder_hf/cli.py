@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     card = sub.add_parser("card", help="write the model card (README.md) of a saved GemmaEncoder model")
     card.add_argument("model_dir", help="folder written by save_pretrained / convert")
-    card.add_argument("--results", nargs="+", default=[], metavar="JSON", help="results files of `gemma-encoder evaluate`")
+    card.add_argument("--results", nargs="+", default=[], metavar="JSON", help="`gemma-encoder evaluate` results")
     card.add_argument("--out", help="where to write the card (default: MODEL_DIR/README.md)")
     card.add_argument("--model-id", dest="model_id", help="Hub repo id the usage snippet loads (default: MODEL_DIR)")
     card.add_argument("--base-model", dest="base_model", help="Hub id of the decoder, e.g. google/gemma-3-270m")
