@@ -14,6 +14,7 @@ Layout of the file:
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -534,6 +535,42 @@ def texts_for_pooling(
     return layout.per_text(layout.pack(hidden_states))
 
 
+def check_inputs(
+    input_ids: torch.Tensor | None, attention_mask: torch.Tensor, reference: torch.Tensor, vocab_size: int
+) -> None:
+    """Reject inputs that would otherwise fail deep inside the model with an opaque error (or, on GPU, a device-side
+    assert that poisons the CUDA context): a mask that does not match the tokens, and token ids outside the vocabulary.
+    """
+    if tuple(attention_mask.shape) != tuple(reference.shape[:2]):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs are {tuple(reference.shape[:2])} "
+            "(batch, sequence); pass the mask the tokenizer returned with these input_ids."
+        )
+    if input_ids is None or input_ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"input_ids hold ids from {low} to {high}, outside this model's vocabulary [0, {vocab_size}). Tokenize "
+            "with the model's own tokenizer; after adding tokens, call model.resize_token_embeddings(len(tokenizer))."
+        )
+
+
+def warn_past_trained_positions(position_ids: torch.Tensor, max_position_embeddings: int) -> None:
+    """Warn when positions reach past `max_position_embeddings`: RoPE has no table to overflow (so no index error),
+    but the model never saw such distances and its outputs degrade silently."""
+    if position_ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    top = int(position_ids.max())
+    if top >= max_position_embeddings:
+        warnings.warn(
+            f"Input reaches position {top}, past the {max_position_embeddings} positions this model was trained on "
+            "(max_position_embeddings); outputs there are extrapolated and unreliable. Tokenize with "
+            "truncation=True (the converted tokenizer's model_max_length is max_position_embeddings).",
+            stacklevel=3,
+        )
+
+
 def _check_nonempty(mask: torch.Tensor) -> None:
     empty = (mask.sum(-1) == 0).nonzero().flatten()
     if empty.numel():
@@ -652,6 +689,9 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["GemmaEncoderLayer"]
     _supports_sdpa = True
+    # Both run the texts of a batch packed, with attention kept within each text (`packed_attention`).
+    _supports_flash_attn = True
+    _supports_flex_attn = True
     _supports_attention_backend = False
     # Attention reads `config._attn_implementation` on every call, so switching it at run time is safe. transformers
     # guesses this from the module source and would otherwise refuse `set_attn_implementation`.
@@ -750,9 +790,13 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         reference = input_ids if input_ids is not None else inputs_embeds
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+        check_inputs(input_ids, attention_mask, reference, self.embed_tokens.num_embeddings)
+        positions_given = position_ids is not None
         layout = self._packed_layout(attention_mask, position_ids)
         if position_ids is None:
             position_ids = default_position_ids(attention_mask)
+        if positions_given or reference.shape[1] > self.config.max_position_embeddings:
+            warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
 
         if layout is None:
             if inputs_embeds is None:
@@ -776,12 +820,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         }
 
         hidden_states = inputs_embeds
+        if hidden_states.dtype == torch.float16:
+            # Gemma's residual stream outgrows fp16 (|x| > 1e5 in Gemma 3 270M's middle layers; fp16 tops out at
+            # 65504), so an fp16 model keeps the stream in fp32 while every matmul still runs in fp16.
+            hidden_states = hidden_states.float()
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
             hidden_states = layer(hidden_states, rotary[layer.layer_type], masks[layer.layer_type])
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-        hidden_states = self.norm(hidden_states)
+        hidden_states = self.norm(hidden_states).to(inputs_embeds.dtype)
         if output_hidden_states:
             # The last entry is the normalised output, as in transformers' Gemma models.
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)

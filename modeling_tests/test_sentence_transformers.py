@@ -1,0 +1,129 @@
+"""sentence-transformers: SentenceTransformer returns the model's own pooled vector; CrossEncoder scores like the ranker.
+
+Real weights do not matter for these equalities, so the models are tiny random backbones with the real Gemma
+tokenizer (its 262k vocabulary makes the embedding the largest part, ~8M parameters).
+"""
+
+import json
+
+import pytest
+import torch
+from sentence_transformers import CrossEncoder, SentenceTransformer
+from transformers import AutoTokenizer
+
+from gemma_encoder_hf import (
+    GemmaEncoderConfig,
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+    GemmaEncoderModel,
+    embed,
+)
+
+TEXTS = [
+    "A short one.",
+    "a considerably longer sentence, so that the batch needs padding on one side or the other",
+    "Gemma encoders pool over real tokens only.",
+    "x",
+]
+QUERY = "what do encoders pool over?"
+DOCUMENTS = [
+    "Pooling runs over the attention mask.",
+    "Bananas are yellow.",
+    "Encoders pool token states into one vector per text, over real tokens only.",
+]
+
+
+def tiny_config(tokenizer, **overrides) -> GemmaEncoderConfig:
+    return GemmaEncoderConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=512,
+        attention_pooling_num_heads=2,
+        classifier_dropout=0.0,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer(real_encoder_dir):
+    return AutoTokenizer.from_pretrained(real_encoder_dir)
+
+
+POOLINGS = {
+    "mean": dict(pooling="mean"),
+    "first-2": dict(pooling="first", pooling_k=2),
+    "last-3": dict(pooling="last", pooling_k=3),
+    "attention-query": dict(pooling="attention", attention_pooling_probe="query"),
+    "attention-kv": dict(pooling="attention", attention_pooling_probe="kv"),
+}
+
+
+@pytest.mark.parametrize("pooling", list(POOLINGS))
+def test_sentence_transformer_returns_pooler_output(pooling, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = GemmaEncoderModel(tiny_config(tokenizer, **POOLINGS[pooling])).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "sentence_bert_config.json").read_text())["module_output_name"] == "sentence_embedding"
+
+    st = SentenceTransformer(str(tmp_path), device="cpu")
+    # One module, no Pooling module of sentence-transformers' own: the vector is the model's `pooler_output`.
+    assert len(st) == 1 and st.get_embedding_dimension() == 32
+    got = st.encode(TEXTS, batch_size=3, convert_to_tensor=True)
+
+    # Reference: each text alone, no padding at all.
+    with torch.inference_mode():
+        expected = torch.cat([model(**tokenizer(t, return_tensors="pt")).pooler_output for t in TEXTS])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(embed(model, tokenizer, TEXTS, batch_size=3, show_progress_bar=False), expected)
+    # A different pooling gives a different vector, so the comparison above could fail.
+    with torch.inference_mode():
+        mean_of_tokens = model(**tokenizer(TEXTS[1], return_tensors="pt")).last_hidden_state.mean(1)
+    if pooling != "mean":
+        assert not torch.allclose(mean_of_tokens, expected[1:2], atol=1e-3)
+
+
+def test_base_encoder_without_pooler_writes_no_sentence_transformers_files(tokenizer, tmp_path):
+    model = GemmaEncoderModel(tiny_config(tokenizer), add_pooling_layer=False)
+    model.save_pretrained(tmp_path)
+    assert not (tmp_path / "modules.json").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_ranker(tokenizer, tmp_path_factory):
+    torch.manual_seed(1)
+    ranker = GemmaEncoderForRanking(tiny_config(tokenizer, pooling="attention", ranking_loss="pointwise")).eval()
+    path = tmp_path_factory.mktemp("tiny_ranker")
+    ranker.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    with torch.inference_mode():
+        batch = tokenizer([QUERY] * len(DOCUMENTS), DOCUMENTS, padding=True, return_tensors="pt")
+        logits = ranker(**batch).logits[:, 0]
+    return path, logits
+
+
+def test_cross_encoder_predict_and_rank_match_ranker(saved_ranker):
+    path, logits = saved_ranker
+    cross_encoder = CrossEncoder(str(path), device="cpu")
+    # CrossEncoder loads through AutoModelForSequenceClassification: the classifier class, same weights.
+    assert isinstance(cross_encoder.model, GemmaEncoderForSequenceClassification)
+
+    pairs = [(QUERY, doc) for doc in DOCUMENTS]
+    probabilities = torch.as_tensor(cross_encoder.predict(pairs, batch_size=2))
+    # One label: CrossEncoder's default activation is the sigmoid.
+    torch.testing.assert_close(probabilities, torch.sigmoid(logits), atol=1e-5, rtol=1e-4)
+    raw = torch.as_tensor(cross_encoder.predict(pairs, activation_fn=torch.nn.Identity()))
+    torch.testing.assert_close(raw, logits, atol=1e-5, rtol=1e-4)
+
+    ranking = cross_encoder.rank(QUERY, DOCUMENTS)
+    assert [hit["corpus_id"] for hit in ranking] == torch.argsort(logits, descending=True).tolist()
+    for hit in ranking:
+        assert hit["score"] == pytest.approx(torch.sigmoid(logits[hit["corpus_id"]]).item(), abs=1e-5)
