@@ -726,8 +726,10 @@ def write_sentence_transformers_config(save_directory: str | os.PathLike) -> Non
     """Write `modules.json` and `sentence_bert_config.json` (sentence-transformers >= 6 format) for a saved encoder.
 
     The folder becomes a one-module SentenceTransformer whose Transformer module reads `pooler_output` from
-    `forward` as the sentence embedding. Flattened ("unpadded") batches are switched off: this model pools per row
-    of a padded batch and would pool across texts if sentence-transformers concatenated them into one row.
+    `forward` as the sentence embedding. sentence-transformers' own flattening of a batch into one row
+    (`unpad_inputs`) is switched off: the model already unpads padded batches itself where the attention
+    implementation gains from it (`config.packed_execution`), and reading text boundaries from the attention mask
+    keeps every pooled vector independent of how a caller delimits texts in a flattened row.
     """
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
     module_config = {
