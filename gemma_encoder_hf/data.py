@@ -1,0 +1,393 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""Datasets for fine-tuning and evaluation: GLUE tasks, user tables, Hub datasets, BEIR reranking sets.
+
+Owns: where each GLUE task's file lives under the data root and how its columns/labels are read, loaders for a
+user's TSV/CSV/JSONL or a Hub dataset, the deterministic train/validation split, BEIR readers (corpus, queries,
+qrels, BM25 candidates) and the construction of ranking training groups. Every loader returns the same shape: a
+`datasets.Dataset` with columns `text`, optionally `text_pair`, and `label`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+from sklearn.model_selection import train_test_split
+
+# `<repo>/../shared/data`: where the project's real data sits beside a clone of this repository.
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+CLASSIFICATION = "single_label_classification"
+REGRESSION = "regression"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to read one sentence(-pair) task and how to score it.
+
+    Attributes:
+        name: short name (`"sst2"`).
+        problem_type: `"single_label_classification"` or `"regression"` (transformers' `problem_type`).
+        metrics: metric names computed by `gemma_encoder_hf.evaluation.task_metrics`.
+        main_metric: the metric that picks the best checkpoint and headlines results.
+        label_names: class names in id order; `None` for regression.
+        file: path of the training pool relative to the data root (GLUE tasks only).
+        text_column / pair_column / label_column: column names in that file.
+        column_names: names for a file without a header row.
+        string_labels: the file stores class names instead of ids.
+    """
+
+    name: str
+    problem_type: str
+    metrics: tuple[str, ...]
+    main_metric: str
+    label_names: tuple[str, ...] | None = None
+    file: str | None = None
+    text_column: str = "text"
+    pair_column: str | None = None
+    label_column: str = "label"
+    column_names: tuple[str, ...] | None = None
+    string_labels: bool = False
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem_type == REGRESSION else len(self.label_names)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.pair_column is not None
+
+    def model_kwargs(self) -> dict:
+        """Config overrides for a classifier of this task (`num_labels`, `problem_type`, label maps)."""
+        kwargs = {"num_labels": self.num_labels, "problem_type": self.problem_type}
+        if self.label_names is not None:
+            kwargs["id2label"] = dict(enumerate(self.label_names))
+            kwargs["label2id"] = {name: i for i, name in enumerate(self.label_names)}
+        return kwargs
+
+
+# Layouts follow each folder's PROVENANCE.md: CoLA has no header, MRPC's header starts with a BOM, RTE and QNLI store
+# label names, and QNLI has only half of the official dev set, which serves as its training pool here.
+GLUE_TASKS: dict[str, TaskSpec] = {
+    "sst2": TaskSpec(
+        "sst2", CLASSIFICATION, ("accuracy", "f1"), "accuracy", ("negative", "positive"),
+        file="sst2/train.tsv", text_column="sentence",
+    ),
+    "cola": TaskSpec(
+        "cola", CLASSIFICATION, ("matthews_correlation", "accuracy"), "matthews_correlation",
+        ("unacceptable", "acceptable"), file="cola/train.tsv", text_column="sentence",
+        column_names=("source", "label", "author_mark", "sentence"),
+    ),
+    "mrpc": TaskSpec(
+        "mrpc", CLASSIFICATION, ("accuracy", "f1"), "f1", ("not_equivalent", "equivalent"),
+        file="mrpc/train.tsv", text_column="#1 String", pair_column="#2 String", label_column="Quality",
+    ),
+    "rte": TaskSpec(
+        "rte", CLASSIFICATION, ("accuracy",), "accuracy", ("entailment", "not_entailment"),
+        file="rte/train.tsv", text_column="sentence1", pair_column="sentence2", string_labels=True,
+    ),
+    "stsb": TaskSpec(
+        "stsb", REGRESSION, ("pearson", "spearmanr"), "pearson",
+        file="stsb/train.tsv", text_column="sentence1", pair_column="sentence2", label_column="score",
+    ),
+    "qnli": TaskSpec(
+        "qnli", CLASSIFICATION, ("accuracy",), "accuracy", ("entailment", "not_entailment"),
+        file="qnli/dev_shared_half.tsv", text_column="question", pair_column="sentence", string_labels=True,
+    ),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return GLUE_TASKS[name.lower()]
+    except KeyError:
+        raise ValueError(f"Unknown task {name!r}; known GLUE tasks: {sorted(GLUE_TASKS)}.") from None
+
+
+def custom_task(
+    name: str,
+    *,
+    num_labels: int,
+    pair: bool = False,
+    label_names: list[str] | None = None,
+) -> TaskSpec:
+    """A TaskSpec for a user's own data: regression when `num_labels == 1`, else single-label classification."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
+    if num_labels == 1:
+        return TaskSpec(name, REGRESSION, ("pearson", "spearmanr"), "pearson", pair_column="text_pair" if pair else None)
+    names = tuple(label_names) if label_names else tuple(str(i) for i in range(num_labels))
+    if len(names) != num_labels:
+        raise ValueError(f"{len(names)} label names given for num_labels={num_labels}.")
+    metrics = ("accuracy", "f1") if num_labels == 2 else ("accuracy", "f1_macro")
+    return TaskSpec(name, CLASSIFICATION, metrics, "accuracy", names, pair_column="text_pair" if pair else None)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tables -> Dataset(text, [text_pair], label)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, column_names: tuple[str, ...] | None = None) -> list[dict]:
+    """Rows of a TSV/CSV/JSONL file as dicts. GLUE TSVs contain raw quotes, so delimited files are read verbatim."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass --data pointing at the data root or at the file itself.")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if suffix not in (".tsv", ".csv", ".txt"):
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl.")
+    # utf-8-sig strips the BOM that opens MRPC's header. TSV fields are never quoted in GLUE; CSV follows RFC 4180.
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if suffix == ".csv":
+            reader = csv.reader(f)
+        else:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = list(reader)
+    header = list(column_names) if column_names else rows.pop(0)
+    return [dict(zip(header, row)) for row in rows if row]
+
+
+def _table_to_dataset(rows: list[dict], task: TaskSpec, source: str, text_column: str, pair_column: str | None,
+                      label_column: str) -> Dataset:
+    if not rows:
+        raise ValueError(f"{source} has no data rows.")
+    columns = [c for c in (text_column, pair_column, label_column) if c]
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ValueError(
+            f"{source} has no column(s) {missing}; its columns are {list(rows[0])}. Pass the right "
+            "--text-column/--pair-column/--label-column."
+        )
+    texts, pairs, labels = [], [], []
+    label2id = {name: i for i, name in enumerate(task.label_names or ())}
+    for i, row in enumerate(rows):
+        raw = row[label_column]
+        if task.problem_type == REGRESSION:
+            label = float(raw)
+        elif isinstance(raw, str) and raw.strip() in label2id and (task.string_labels or not raw.strip().isdigit()):
+            label = label2id[raw.strip()]
+        else:
+            try:
+                label = int(raw)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{source} row {i}: label {raw!r} is neither a class id nor one of {list(label2id)}."
+                ) from None
+            if not 0 <= label < task.num_labels:
+                raise ValueError(f"{source} row {i}: label {label} is outside [0, {task.num_labels}).")
+        texts.append(str(row[text_column]))
+        if pair_column:
+            pairs.append(str(row[pair_column]))
+        labels.append(label)
+    data = {"text": texts, "label": labels}
+    if pair_column:
+        data["text_pair"] = pairs
+    return Dataset.from_dict(data)
+
+
+def load_glue(task: str | TaskSpec, data_root: str | Path = DEFAULT_DATA_ROOT) -> Dataset:
+    """The training pool of a GLUE task from `<data_root>/<task>/...` (see `GLUE_TASKS` for each file)."""
+    spec = get_task(task) if isinstance(task, str) else task
+    path = Path(data_root) / spec.file
+    rows = _read_rows(path, spec.column_names)
+    return _table_to_dataset(rows, spec, str(path), spec.text_column, spec.pair_column, spec.label_column)
+
+
+def load_table(
+    path: str | Path,
+    task: TaskSpec,
+    *,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    label_column: str = "label",
+) -> Dataset:
+    """A user's TSV, CSV or JSONL file with the given columns (labels: ids, or names from `task.label_names`)."""
+    path = Path(path)
+    return _table_to_dataset(_read_rows(path), task, str(path), text_column, pair_column, label_column)
+
+
+def load_hub(
+    dataset_id: str,
+    task: TaskSpec,
+    *,
+    config_name: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    pair_column: str | None = None,
+    label_column: str = "label",
+) -> Dataset:
+    """A split of a Hub dataset (needs network access, or a populated `datasets` cache)."""
+    from datasets import load_dataset
+
+    hub = load_dataset(dataset_id, config_name, split=split)
+    return _table_to_dataset(hub, task, f"{dataset_id}[{split}]", text_column, pair_column, label_column)
+
+
+def train_validation_split(
+    dataset: Dataset,
+    task: TaskSpec,
+    *,
+    validation_size: int | float = 0.1,
+    seed: int = 0,
+    max_validation: int | None = 2000,
+) -> tuple[Dataset, Dataset]:
+    """Carve a deterministic validation split from a training pool (stratified by label for classification).
+
+    The split depends only on the pool, `validation_size` and `seed`: subsampling the training part afterwards
+    (`subsample`) never changes the validation set, so runs with different training budgets are comparable.
+    """
+    n = len(dataset)
+    size = int(round(validation_size * n)) if isinstance(validation_size, float) else int(validation_size)
+    if max_validation is not None:
+        size = min(size, max_validation)
+    if not 0 < size < n:
+        raise ValueError(f"validation_size={validation_size} gives {size} of {n} rows; it must leave both sides non-empty.")
+    labels = np.asarray(dataset["label"])
+    stratify = labels if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 else None
+    train_idx, val_idx = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
+    return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+def subsample(dataset: Dataset, n: int | None, task: TaskSpec, seed: int = 0) -> Dataset:
+    """A deterministic (stratified for classification) subset of `n` rows; the dataset itself when `n` is None or larger."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise ValueError(f"Cannot keep {n} examples; ask for at least 1.")
+    labels = np.asarray(dataset["label"])
+    stratify = None
+    if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 and n >= len(np.unique(labels)):
+        stratify = labels
+    keep, _ = train_test_split(np.arange(len(dataset)), train_size=n, random_state=seed, stratify=stratify)
+    return dataset.select(np.sort(keep))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# BEIR reranking sets
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RerankingSet:
+    """One split of a BEIR-layout folder: texts, judgments and the first-stage (BM25) candidates per query.
+
+    `candidates[qid]` lists (doc id, BM25 score) in BM25 rank order.
+    """
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    candidates: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    name: str = ""
+    split: str = ""
+
+    def restrict(self, max_queries: int | None = None, top_k: int | None = None) -> RerankingSet:
+        """The first `max_queries` judged queries (sorted by id, so deterministic) and their top `top_k` candidates."""
+        qids = sorted((q for q in self.candidates if q in self.qrels), key=_id_key)[:max_queries]
+        return RerankingSet(
+            corpus=self.corpus,
+            queries={q: self.queries[q] for q in qids},
+            qrels={q: self.qrels[q] for q in qids},
+            candidates={q: self.candidates[q][:top_k] for q in qids},
+            name=self.name,
+            split=self.split,
+        )
+
+
+def _id_key(identifier: str) -> tuple[int, int | str]:
+    return (0, int(identifier)) if identifier.isdigit() else (1, identifier)
+
+
+def read_corpus(path: str | Path) -> dict[str, str]:
+    """`corpus.jsonl` -> {doc id: "title text"} (the title, when present, opens the document as BEIR rerankers do)."""
+    corpus = {}
+    for row in _read_rows(Path(path)):
+        title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()
+        corpus[str(row["_id"])] = f"{title} {text}".strip() if title else text
+    return corpus
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    return {str(row["_id"]): row["text"] for row in _read_rows(Path(path))}
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """`qrels/<split>.tsv` (`query-id corpus-id score`) -> {query id: {doc id: graded relevance}}."""
+    qrels: dict[str, dict[str, int]] = {}
+    for row in _read_rows(Path(path)):
+        qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    return qrels
+
+
+def read_candidates(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+    """`candidates/bm25_top100.<split>.tsv` (`query-id corpus-id rank bm25_score`) -> ranked (doc id, score) lists."""
+    ranked: dict[str, list[tuple[int, str, float]]] = {}
+    for row in _read_rows(Path(path)):
+        ranked.setdefault(row["query-id"], []).append((int(row["rank"]), row["corpus-id"], float(row["bm25_score"])))
+    return {q: [(doc, score) for _, doc, score in sorted(rows)] for q, rows in ranked.items()}
+
+
+def load_reranking(directory: str | Path, split: str = "test") -> RerankingSet:
+    """A BEIR folder's split: `corpus.jsonl`, `queries.<split>.jsonl`, `qrels/<split>.tsv`, BM25 candidates."""
+    directory = Path(directory)
+    if not (directory / "corpus.jsonl").is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a BEIR folder (no corpus.jsonl); pass e.g. ../shared/data/scifact."
+        )
+    candidates_path = directory / "candidates" / f"bm25_top100.{split}.tsv"
+    return RerankingSet(
+        corpus=read_corpus(directory / "corpus.jsonl"),
+        queries=read_queries(directory / f"queries.{split}.jsonl"),
+        qrels=read_qrels(directory / "qrels" / f"{split}.tsv"),
+        candidates=read_candidates(candidates_path),
+        name=directory.name,
+        split=split,
+    )
+
+
+def ranking_groups(
+    reranking: RerankingSet,
+    group_size: int,
+    *,
+    seed: int = 0,
+    hard_negative_depth: int = 30,
+    max_queries: int | None = None,
+) -> Dataset:
+    """Training groups for `GemmaEncoderForRanking`: each row is one query with `group_size` documents.
+
+    Document 0 is a relevant one (one group per relevant document), the other `group_size - 1` are hard negatives
+    drawn from the query's top `hard_negative_depth` BM25 candidates that are not judged relevant (topped up from
+    random corpus documents when BM25 found too few). Columns: `query`, `documents` (list), `labels` (list, 1 then
+    0s). `RankingCollator` flattens a batch of groups into consecutive rows, as the ranking losses expect.
+    """
+    if group_size < 2:
+        raise ValueError(f"A ranking group needs a positive and at least one negative; group_size={group_size}.")
+    rng = random.Random(seed)
+    doc_ids = sorted(reranking.corpus)
+    qids = sorted((q for q in reranking.qrels if q in reranking.queries), key=_id_key)
+    rng.shuffle(qids)
+    rows = {"query": [], "documents": [], "labels": []}
+    for qid in qids[:max_queries]:
+        relevant = {d for d, grade in reranking.qrels[qid].items() if grade > 0 and d in reranking.corpus}
+        if not relevant:
+            continue
+        pool = [d for d, _ in reranking.candidates.get(qid, [])[:hard_negative_depth] if d not in relevant]
+        for positive in sorted(relevant):
+            negatives = rng.sample(pool, min(len(pool), group_size - 1))
+            while len(negatives) < group_size - 1:
+                extra = rng.choice(doc_ids)
+                if extra not in relevant and extra not in negatives:
+                    negatives.append(extra)
+            rows["query"].append(reranking.queries[qid])
+            rows["documents"].append([reranking.corpus[d] for d in (positive, *negatives)])
+            rows["labels"].append([1] + [0] * (group_size - 1))
+    if not rows["query"]:
+        raise ValueError(f"{reranking.name}/{reranking.split}: no query has a relevant document in the corpus.")
+    return Dataset.from_dict(rows)

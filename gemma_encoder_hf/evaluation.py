@@ -1,0 +1,243 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""Scoring models on tasks: per-task metrics, classifier evaluation, BM25-candidate reranking, JSON results.
+
+Owns: metric computation (scikit-learn, scipy and ranx do the arithmetic; nothing here re-implements a metric),
+running a model over a labelled dataset or over a reranking set's candidates, and the results file that the
+model-card generator reads. Results schema (one JSON object per file):
+
+    {"model": str, "task": str,
+     "dataset": {"name": str, "split": str, "path": str},
+     "metrics": {name: float},
+     "config": {"attention": str, "pooling": str, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from ranx import Qrels, Run, evaluate
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
+
+from .data import REGRESSION, RerankingSet, TaskSpec
+
+RANKING_METRICS = ("ndcg@10", "mrr@10")
+
+# Encoder knobs copied into results files (absent keys are skipped, e.g. for transformers' native classifiers).
+_CONFIG_KEYS = (
+    "model_type",
+    "attention",
+    "bidirectional_window",
+    "pooling",
+    "pooling_k",
+    "attention_pooling_probe",
+    "attention_dropout",
+    "hidden_dropout",
+    "classifier_dropout",
+    "ranking_loss",
+    "ranking_group_size",
+    "decoder_model_type",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def task_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics from raw model outputs: logits (batch, num_labels) or regression scores (batch,) / (batch, 1)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task.problem_type == REGRESSION:
+        scores = predictions.reshape(-1).astype(np.float64)
+        if np.ptp(scores) == 0:
+            # A constant prediction has no correlation; scipy would warn and return NaN, which breaks best-model
+            # selection. 0.0 is what a constant predictor deserves.
+            return {name: 0.0 for name in task.metrics}
+        stats = {"pearson": pearsonr(scores, labels)[0], "spearmanr": spearmanr(scores, labels)[0]}
+        return {name: float(stats[name]) for name in task.metrics}
+    predicted = predictions.argmax(-1) if predictions.ndim > 1 else predictions
+    metric_fns: dict[str, Callable[[], float]] = {
+        "accuracy": lambda: accuracy_score(labels, predicted),
+        "f1": lambda: f1_score(labels, predicted, average="binary"),
+        "f1_macro": lambda: f1_score(labels, predicted, average="macro"),
+        "matthews_correlation": lambda: matthews_corrcoef(labels, predicted),
+    }
+    return {name: float(metric_fns[name]()) for name in task.metrics}
+
+
+def compute_metrics_fn(task: TaskSpec) -> Callable[[EvalPrediction], dict[str, float]]:
+    """`Trainer(compute_metrics=...)` for a task."""
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return task_metrics(task, logits, prediction.label_ids)
+
+    return compute
+
+
+def ranking_metrics(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: Sequence[str] = RANKING_METRICS
+) -> dict[str, float]:
+    """IR metrics of a run against judgments, computed by ranx (nDCG with exponential gain, as BEIR/trec_eval)."""
+    judged = {q: docs for q, docs in qrels.items() if q in run}
+    if not judged:
+        raise ValueError("None of the run's queries has relevance judgments; check the qrels file and query ids.")
+    scores = evaluate(Qrels(judged), Run({q: run[q] for q in judged}), list(metrics), make_comparable=True)
+    if isinstance(scores, float):  # ranx returns a bare float for a single metric
+        scores = {metrics[0]: scores}
+    return {name: float(value) for name, value in scores.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running models
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    text_pairs: Sequence[str] | None = None,
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Logits (n, num_labels) for texts or text pairs, in input order.
+
+    Inputs are sorted by length and batched, so padding (and wasted compute) stays small; bf16/fp32 follow the model.
+    """
+    if text_pairs is not None and len(text_pairs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text pairs; give one pair per text.")
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([-(len(t) + (len(text_pairs[i]) if text_pairs is not None else 0)) for i, t in enumerate(texts)])
+    out: list[np.ndarray | None] = [None] * len(texts)
+    batches = range(0, len(order), batch_size)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="scoring", unit="batch")
+    for start in batches:
+        idx = order[start : start + batch_size]
+        encoded = tokenizer(
+            [texts[i] for i in idx],
+            [text_pairs[i] for i in idx] if text_pairs is not None else None,
+            padding=True,
+            truncation="longest_first",
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        logits = model(**encoded).logits.float().cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = logits[row]
+    return np.stack(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def evaluate_classifier(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    task: TaskSpec,
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+) -> dict[str, float]:
+    """Metrics of `task` for a classifier/regressor on a Dataset with `text`, optional `text_pair` and `label`."""
+    if model.config.num_labels != task.num_labels:
+        raise ValueError(
+            f"The model has num_labels={model.config.num_labels} but task {task.name!r} needs {task.num_labels}; "
+            "evaluate a model fine-tuned for this task."
+        )
+    pairs = dataset["text_pair"] if task.is_pair else None
+    logits = predict_logits(model, tokenizer, dataset["text"], pairs, batch_size=batch_size, max_length=max_length)
+    return task_metrics(task, logits, np.asarray(dataset["label"]))
+
+
+def rerank(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    reranking: RerankingSet,
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    show_progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Score every (query, candidate) pair with the model: {query id: {doc id: score}} (logit 0 = relevance)."""
+    if model.config.num_labels != 1:
+        raise ValueError(
+            f"Reranking needs one relevance score per pair; the model has num_labels={model.config.num_labels}. "
+            "Use a GemmaEncoderForRanking model (or a 1-label classifier)."
+        )
+    pairs = [(q, d) for q, cands in reranking.candidates.items() for d, _ in cands]
+    scores = predict_logits(
+        model,
+        tokenizer,
+        [reranking.queries[q] for q, _ in pairs],
+        [reranking.corpus[d] for _, d in pairs],
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=show_progress,
+    )[:, 0]
+    run: dict[str, dict[str, float]] = {}
+    for (q, d), score in zip(pairs, scores):
+        run.setdefault(q, {})[d] = float(score)
+    return run
+
+
+def evaluate_reranker(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    reranking: RerankingSet,
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    show_progress: bool = False,
+) -> dict[str, float]:
+    """nDCG@10 and MRR@10 of the model's reranking of the candidates, next to BM25's own on the same candidates."""
+    run = rerank(
+        model, tokenizer, reranking, batch_size=batch_size, max_length=max_length, show_progress=show_progress
+    )
+    metrics = ranking_metrics(reranking.qrels, run)
+    bm25 = {q: dict(cands) for q, cands in reranking.candidates.items()}
+    metrics.update({f"bm25_{name}": value for name, value in ranking_metrics(reranking.qrels, bm25).items()})
+    metrics["num_queries"] = float(len(run))
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Results files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def config_summary(config) -> dict:
+    """The encoder knobs of a model config that results tables and model cards report."""
+    return {key: getattr(config, key) for key in _CONFIG_KEYS if getattr(config, key, None) is not None}
+
+
+def results_record(
+    *, model: str, task: str, dataset_name: str, split: str, path: str, metrics: dict[str, float], config
+) -> dict:
+    return {
+        "model": model,
+        "task": task,
+        "dataset": {"name": dataset_name, "split": split, "path": path},
+        "metrics": {name: float(value) for name, value in metrics.items()},
+        "config": config_summary(config) if not isinstance(config, dict) else dict(config),
+    }
+
+
+def write_results(path: str | Path, record: dict) -> Path:
+    """Write one results record as JSON (the format `gemma-encoder evaluate --out` produces)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    return path

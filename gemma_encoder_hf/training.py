@@ -1,0 +1,289 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""Fine-tuning through `transformers.Trainer`: the one entry point used by the examples, benchmarks and experiments.
+
+Owns: tokenising task datasets, the optimizer (optionally a separate learning rate for the freshly initialised head,
+as in the paper), the Trainer arguments (per-task best-checkpoint metric, bf16 autocast on CUDA, dynamic padding)
+and the ranking-group collator. Works for any sequence classifier, including transformers' native ones (baselines).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset, Value
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+
+from .data import REGRESSION, TaskSpec
+from .evaluation import compute_metrics_fn
+
+# Parameters under these top-level names are the task head (and its pooler): new weights, which the paper trains with
+# a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers.
+HEAD_PREFIXES = ("score.", "classifier.")
+
+
+@dataclass
+class TrainingConfig:
+    """Budget and optimisation settings of one fine-tuning run.
+
+    Attributes:
+        output_dir: checkpoints (and the final model when `save_model`) go here.
+        epochs: passes over the training set (ignored when `max_steps` > 0).
+        max_steps: stop after this many optimizer steps when > 0.
+        batch_size: training examples per step (ranking: query groups per step).
+        eval_batch_size: examples per evaluation forward pass.
+        learning_rate: backbone learning rate.
+        head_learning_rate: learning rate of the new head (`score.*`); `learning_rate` when unset.
+        weight_decay: AdamW weight decay (not applied to biases and norms).
+        warmup_ratio: fraction of the steps spent in linear warmup.
+        max_length: tokens per example (pairs are truncated longest-first).
+        seed: seed of the head init, data order and dropout.
+        eval_strategy: "epoch", "steps" or "no"; with "steps", every `eval_steps` steps.
+        checkpoints: evaluate and save a checkpoint every epoch (or `eval_steps`) and reload the best one (by the
+            task's main metric) at the end. Off: no evaluation during training, the final weights are kept and
+            evaluated once, and nothing large is written (the CPU benchmark setting).
+        freeze_embeddings: keep the 262k x hidden token embedding fixed. It is 60% of Gemma 3 270M's weights, so
+            freezing it cuts optimizer memory and step time on CPU; full fine-tuning leaves this off.
+        gradient_checkpointing: trade compute for activation memory (long inputs, large models).
+        device: "cpu", "cuda" or None (CUDA when available).
+        bf16: bf16 autocast (mixed precision, fp32 master weights); None = on for CUDA with bf16 support. Never fp16:
+            Gemma 3 overflows in fp16.
+        logging_steps: loss logging interval.
+        show_progress: tqdm progress bars.
+        extra_args: any other `TrainingArguments` field (e.g. `{"dataloader_num_workers": 4}`); applied last.
+    """
+
+    output_dir: str | Path = "runs/finetune"
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    learning_rate: float = 2e-5
+    head_learning_rate: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    seed: int = 0
+    eval_strategy: str = "epoch"
+    eval_steps: int | None = None
+    checkpoints: bool = True
+    freeze_embeddings: bool = False
+    gradient_checkpointing: bool = False
+    device: str | None = None
+    bf16: bool | None = None
+    logging_steps: int = 10
+    show_progress: bool = True
+    extra_args: dict = field(default_factory=dict)
+
+    def resolved_device(self) -> str:
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def use_bf16(self) -> bool:
+        if self.bf16 is not None:
+            return self.bf16
+        return self.resolved_device() == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run returns: the trained model, its validation metrics and timings."""
+
+    model: PreTrainedModel
+    trainer: Trainer
+    metrics: dict[str, float]
+    train_seconds: float
+    eval_seconds: float
+    train_examples: int
+
+
+def tokenize_dataset(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_length: int) -> Dataset:
+    """Dataset(text, [text_pair], label) -> input_ids, attention_mask, labels (unpadded; the collator pads per batch).
+
+    Pairs go through the tokenizer's pair template (`<bos> A <eos> B` for converted encoders).
+    """
+    if task.is_pair and "text_pair" not in dataset.column_names:
+        raise ValueError(f"Task {task.name!r} is a sentence-pair task but the dataset has no 'text_pair' column.")
+
+    def encode(batch: dict) -> dict:
+        pairs = batch["text_pair"] if task.is_pair else None
+        return tokenizer(batch["text"], pairs, truncation="longest_first", max_length=max_length)
+
+    encoded = dataset.map(encode, batched=True, remove_columns=[c for c in dataset.column_names if c != "label"])
+    encoded = encoded.rename_column("label", "labels")
+    if task.problem_type == REGRESSION:
+        # float64 labels would reach MSE as double tensors; models compute in fp32.
+        encoded = encoded.cast_column("labels", Value("float32"))
+    return encoded
+
+
+def build_optimizer(model: PreTrainedModel, config: TrainingConfig) -> torch.optim.Optimizer:
+    """AdamW with four groups: {head, backbone} x {decayed, not decayed (biases, norms, probes)}."""
+    head_lr = config.head_learning_rate or config.learning_rate
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_head = name.startswith(HEAD_PREFIXES)
+        decay = param.ndim >= 2 and "norm" not in name and "probes" not in name
+        groups.setdefault((is_head, decay), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "lr": head_lr if is_head else config.learning_rate,
+            "weight_decay": config.weight_decay if decay else 0.0,
+        }
+        for (is_head, decay), params in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups, lr=config.learning_rate)
+
+
+def training_arguments(config: TrainingConfig, *, main_metric: str | None, evaluate: bool) -> TrainingArguments:
+    device = config.resolved_device()
+    keep_best = config.checkpoints and evaluate and config.eval_strategy != "no" and main_metric is not None
+    # Without checkpoints nothing can be restored, so evaluating during training would only cost time: the caller
+    # evaluates the final weights once.
+    eval_strategy = config.eval_strategy if keep_best else "no"
+    kwargs = dict(
+        output_dir=str(config.output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="linear",
+        eval_strategy=eval_strategy,
+        eval_steps=config.eval_steps,
+        save_strategy=eval_strategy,
+        save_only_model=True,
+        save_total_limit=1 if keep_best else None,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=main_metric if keep_best else None,
+        greater_is_better=True if keep_best else None,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.use_bf16(),
+        use_cpu=device == "cpu",
+        gradient_checkpointing=config.gradient_checkpointing,
+        report_to="none",
+        disable_tqdm=not config.show_progress,
+        dataloader_pin_memory=device == "cuda",
+    )
+    kwargs.update(config.extra_args)
+    return TrainingArguments(**kwargs)
+
+
+def _prepare_model(model: PreTrainedModel, config: TrainingConfig) -> None:
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def finetune_classifier(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: TaskSpec,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    config: TrainingConfig,
+) -> FinetuneResult:
+    """Fine-tune a sequence classifier/regressor on Dataset(text, [text_pair], label) and score it on `eval_dataset`.
+
+    With `config.checkpoints` the checkpoint with the best `task.main_metric` on `eval_dataset` is restored at the end.
+    Returned metrics are the task's metrics on `eval_dataset` (without the `eval_` prefix), plus `loss`.
+    """
+    if model.config.num_labels != task.num_labels:
+        raise ValueError(
+            f"The model has num_labels={model.config.num_labels} but task {task.name!r} needs {task.num_labels}; "
+            f"build it with {task.model_kwargs()}."
+        )
+    _prepare_model(model, config)
+    train = tokenize_dataset(train_dataset, tokenizer, task, config.max_length)
+    evaluation = tokenize_dataset(eval_dataset, tokenizer, task, config.max_length) if eval_dataset is not None else None
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, main_metric=task.main_metric, evaluate=evaluation is not None),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics_fn(task),
+        optimizers=(build_optimizer(model, config), None),
+    )
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    metrics, eval_seconds = {}, 0.0
+    if evaluation is not None:
+        started = time.perf_counter()
+        raw = trainer.evaluate()
+        eval_seconds = time.perf_counter() - started
+        metrics = {k.removeprefix("eval_"): float(v) for k, v in raw.items() if k.removeprefix("eval_") in (*task.metrics, "loss")}
+    return FinetuneResult(trainer.model, trainer, metrics, train_seconds, eval_seconds, len(train))
+
+
+@dataclass
+class RankingCollator:
+    """Flattens a batch of ranking groups (query, documents, labels) into consecutive (query, document) rows.
+
+    The ranking losses read a batch as whole groups of `ranking_group_size` rows, positive first; Trainer shuffles
+    groups, never rows inside a group.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int = 256
+
+    def __call__(self, groups: list[dict]) -> dict[str, torch.Tensor]:
+        queries = [g["query"] for g in groups for _ in g["documents"]]
+        documents = [d for g in groups for d in g["documents"]]
+        batch = self.tokenizer(
+            queries, documents, padding=True, truncation="longest_first", max_length=self.max_length, return_tensors="pt"
+        )
+        batch["labels"] = torch.tensor([label for g in groups for label in g["labels"]], dtype=torch.float32)
+        return batch
+
+
+def finetune_reranker(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: Dataset,
+    config: TrainingConfig,
+) -> FinetuneResult:
+    """Train a `GemmaEncoderForRanking` on groups from `gemma_encoder_hf.data.ranking_groups`.
+
+    Reranking quality is measured over BM25 candidates with `evaluation.evaluate_reranker` afterwards, not inside the
+    Trainer loop; `metrics` holds the final training loss.
+    """
+    group_size = len(groups[0]["documents"])
+    expected = getattr(model.config, "ranking_group_size", group_size)
+    if group_size != expected:
+        raise ValueError(
+            f"The training groups hold {group_size} documents but model.config.ranking_group_size={expected}; build "
+            "the groups with the model's group size."
+        )
+    _prepare_model(model, config)
+    args = training_arguments(config, main_metric=None, evaluate=False)
+    args.remove_unused_columns = False  # the collator needs the raw query/documents columns
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=groups,
+        data_collator=RankingCollator(tokenizer, config.max_length),
+        processing_class=tokenizer,
+        optimizers=(build_optimizer(model, config), None),
+    )
+    started = time.perf_counter()
+    output = trainer.train()
+    return FinetuneResult(
+        trainer.model, trainer, {"train_loss": float(output.training_loss)}, time.perf_counter() - started, 0.0,
+        len(groups),
+    )
