@@ -1,0 +1,321 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""Does a short MNTP/MLM adaptation stage let the bidirectional encoder match the causal classifier at small budgets?
+
+Accuracy against training-set size on SST-2 and MRPC (our own validation split carved from the official train set,
+the same for every size), for five variants of the embedded Gemma 3 270M:
+
+    native          transformers' Gemma3TextForSequenceClassification (causal, last token, linear head)
+    causal          our encoder, attention="causal" (pooling --causal-pooling, default last token)
+    bidir           our encoder, bidirectional, no adaptation (pooling --pooling)
+    adapted-task    bidirectional after adaptation on the task's own training sentences, labels dropped
+    adapted-generic bidirectional after adaptation on a generic corpus (MS MARCO passages from --data)
+
+Every run is one fine-tune (`gemma_encoder_hf.training.finetune_classifier`) with the same optimiser settings; each
+result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation resumes where it
+stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100) fill the same file. Adapted
+encoders are built once per (corpus, objective, steps) and reused by every size and seed.
+
+    python benchmarks/adaptation.py --task sst2 --sizes 500 2000 --seeds 0 1               # CPU, small
+    python benchmarks/adaptation.py --task sst2 --variants adapted-task --sizes full --device cuda
+    python benchmarks/adaptation.py --report                                                # table of all results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import gemma_encoder_hf
+from gemma_encoder_hf.adaptation import adapt, default_corpus
+from gemma_encoder_hf.data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
+from gemma_encoder_hf.training import TrainingConfig, finetune_classifier
+
+VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models (converted once, cached under --work-dir)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def encoder_dir(work_dir: Path) -> Path:
+    """The embedded Gemma 3 270M converted to a GemmaEncoder folder (weights + prepared tokenizer)."""
+    out = work_dir / "encoder"
+    if not (out / "config.json").exists():
+        gemma_encoder_hf.convert("embedded", out)
+    return out
+
+
+def native_dir(work_dir: Path) -> Path:
+    """The same GGUF as transformers' own decoder checkpoint (it refuses to save a GGUF-loaded model, so the tensors
+    are written directly; the tied LM head is the embedding and is left out)."""
+    out = work_dir / "native"
+    if not (out / "model.safetensors").exists():
+        from safetensors.torch import save_file
+        from transformers import AutoModelForCausalLM
+
+        from gemma_encoder_hf.conversion import resolve_source
+
+        location, gguf_file = resolve_source("embedded")
+        decoder = AutoModelForCausalLM.from_pretrained(location, gguf_file=gguf_file, dtype=torch.float32)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in decoder.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+        decoder.config.save_pretrained(out)
+    return out
+
+
+def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) -> tuple[Path, dict]:
+    """An adapted encoder for `corpus` ("task" or "generic"), built on first use; returns (folder, its record)."""
+    name = (
+        f"adapted-{args.task if corpus == 'task' else 'generic'}-{args.objective}-{args.adapt_steps}steps"
+        f"-lr{args.adapt_lr}-mask{args.mask_rate}"
+    )
+    if args.adapt_lora_rank:
+        name += f"-lora{args.adapt_lora_rank}"
+    out = args.work_dir / name
+    if not (out / "adaptation.json").exists():
+        texts = task_texts if corpus == "task" else default_corpus(args.data)
+        lora = False
+        if args.adapt_lora_rank:
+            from peft import LoraConfig
+
+            from gemma_encoder_hf.adaptation import DEFAULT_LORA_TARGETS
+
+            rank = args.adapt_lora_rank
+            lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=list(DEFAULT_LORA_TARGETS))
+        adapt(
+            encoder_dir(args.work_dir),
+            texts,
+            out,
+            objective=args.objective,
+            mask_rate=args.mask_rate,
+            steps=args.adapt_steps,
+            learning_rate=args.adapt_lr,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lora=lora,
+            seed=0,
+            use_cpu=args.device == "cpu",
+        )
+    return out, json.loads((out / "adaptation.json").read_text())
+
+
+def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[str]):
+    """(model, tokenizer, description) of one variant. Every variant uses our tokenizer (pair template
+    `<bos> A <eos> B`), so differences come from the model, not from how pairs are joined."""
+    enc = encoder_dir(args.work_dir)
+    tokenizer = AutoTokenizer.from_pretrained(enc)
+    if variant == "native":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            native_dir(args.work_dir), dtype=torch.float32, **task.model_kwargs()
+        )
+        return model, tokenizer, {"class": type(model).__name__}
+    knobs = {"classifier_dropout": args.classifier_dropout}
+    info: dict = {}
+    if variant == "causal":
+        knobs.update(attention="causal", pooling=args.causal_pooling)
+        source = enc
+    else:
+        knobs.update(attention="bidirectional", pooling=args.pooling)
+        source = enc
+        if variant.startswith("adapted-"):
+            source, info["adaptation"] = adapted_dir(args, variant.removeprefix("adapted-"), task_texts)
+    model = gemma_encoder_hf.GemmaEncoderForSequenceClassification.from_pretrained(
+        source, dtype=torch.float32, **knobs, **task.model_kwargs()
+    )
+    info.update(knobs)
+    return model, tokenizer, info
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Runs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def results_path(args: argparse.Namespace) -> Path:
+    return args.out or RESULTS_DIR / f"adaptation_{args.device}.json"
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_result(path: Path, key: str, record: dict) -> None:
+    """Merge one record into the results file (re-read first: another invocation may have written meanwhile)."""
+    results = load_results(path)
+    results[key] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def task_texts_for_adaptation(train) -> list[str]:
+    """The training split's sentences without labels (both sides of a pair, as separate texts)."""
+    texts = list(train["text"])
+    if "text_pair" in train.column_names:
+        texts += list(train["text_pair"])
+    return texts
+
+
+def run(args: argparse.Namespace) -> None:
+    task = get_task(args.task)
+    pool = load_glue(task, args.data)
+    train_pool, validation = train_validation_split(
+        pool, task, validation_size=args.validation_size, seed=0, max_validation=None
+    )
+    if args.max_eval and len(validation) > args.max_eval:
+        validation = subsample(validation, args.max_eval, task, seed=0)
+    path = results_path(args)
+    for size_arg in args.sizes:
+        size = None if size_arg == "full" else int(size_arg)
+        for variant in args.variants:
+            for seed in args.seeds:
+                key = f"{args.task}/{variant}/{size_arg}/seed{seed}"
+                if key in load_results(path) and not args.overwrite:
+                    print(f"skip {key} (in {path})")
+                    continue
+                torch.manual_seed(seed)
+                model, tokenizer, info = build_model(args, variant, task, task_texts_for_adaptation(train_pool))
+                train = subsample(train_pool, size, task, seed=seed)
+                config = TrainingConfig(
+                    output_dir=args.work_dir / "runs" / key.replace("/", "_"),
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    eval_batch_size=args.eval_batch_size,
+                    learning_rate=args.lr,
+                    head_learning_rate=args.head_lr,
+                    max_length=args.max_length,
+                    seed=seed,
+                    eval_strategy="no",
+                    checkpoints=False,
+                    freeze_embeddings=args.freeze_embeddings,
+                    device=args.device,
+                    show_progress=True,
+                )
+                result = finetune_classifier(model, tokenizer, task, train, validation, config)
+                record = {
+                    "task": args.task,
+                    "variant": variant,
+                    "size": size_arg,
+                    "train_examples": result.train_examples,
+                    "validation_examples": len(validation),
+                    "seed": seed,
+                    "metrics": result.metrics,
+                    "train_minutes": round(result.train_seconds / 60, 2),
+                    "seconds_per_step": round(result.train_seconds / max(1, result.trainer.state.global_step), 3),
+                    "model": info,
+                    "finetune": {
+                        "epochs": args.epochs,
+                        "lr": args.lr,
+                        "head_lr": args.head_lr,
+                        "batch_size": args.batch_size,
+                        "freeze_embeddings": args.freeze_embeddings,
+                    },
+                    "device": args.device,
+                    "torch_threads": torch.get_num_threads(),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                save_result(path, key, record)
+                print(f"{key}: {result.metrics} ({record['train_minutes']} min)")
+                del model, result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def report(paths: list[Path]) -> str:
+    """A markdown table: mean (and spread over seeds) of accuracy per task, size and variant."""
+    records = [r for p in paths for r in load_results(p).values()]
+    lines = []
+    for task in sorted({r["task"] for r in records}):
+        rows = [r for r in records if r["task"] == task]
+        sizes = sorted({r["size"] for r in rows}, key=lambda s: float("inf") if s == "full" else int(s))
+        lines += [f"\n{task} accuracy (mean over seeds, [min-max], n seeds)\n", "| variant | " + " | ".join(sizes) + " |"]
+        lines.append("|---" * (len(sizes) + 1) + "|")
+        for variant in VARIANTS:
+            cells = []
+            for size in sizes:
+                accs = [r["metrics"]["accuracy"] for r in rows if r["variant"] == variant and r["size"] == size]
+                if not accs:
+                    cells.append("")
+                elif len(accs) == 1:
+                    cells.append(f"{accs[0]:.3f} (1)")
+                else:
+                    cells.append(f"{statistics.mean(accs):.3f} [{min(accs):.3f}-{max(accs):.3f}] ({len(accs)})")
+            if any(cells):
+                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    adaptations = {json.dumps(r["model"]["adaptation"], sort_keys=True) for r in records if "adaptation" in r["model"]}
+    for item in sorted(adaptations):
+        a = json.loads(item)
+        lines.append(
+            f"\nadaptation {a['source']} {a['objective']} {a['steps']} steps x {a['batch_size']} on {a['num_texts']} "
+            f"texts ({a['device']}): {a['train_seconds'] / 60:.1f} min, {a['seconds_per_step']} s/step, "
+            f"mean loss {a['mean_loss']}"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="sst2", choices=("sst2", "mrpc", "rte", "cola", "qnli"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--sizes", nargs="+", default=["500", "2000", "8000"], help="training examples, or 'full'")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/gemma-encoder-adaptation"), dest="work_dir")
+    parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/adaptation_<device>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="re-run keys already in the results file")
+    parser.add_argument("--validation-size", type=float, default=0.1, dest="validation_size",
+                        help="fraction (or count, if > 1) of the train pool held out; the same for every size")
+    parser.add_argument("--max-eval", type=int, default=1000, dest="max_eval", help="cap on validation examples")
+    # fine-tuning
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--head-lr", type=float, default=None, dest="head_lr")
+    parser.add_argument("--batch-size", type=int, default=16, dest="batch_size")
+    parser.add_argument("--eval-batch-size", type=int, default=32, dest="eval_batch_size")
+    parser.add_argument("--max-length", type=int, default=128, dest="max_length")
+    parser.add_argument("--pooling", default="mean", choices=("mean", "last", "first", "attention"))
+    parser.add_argument("--causal-pooling", default="last", dest="causal_pooling", choices=("mean", "last"))
+    parser.add_argument("--classifier-dropout", type=float, default=0.1, dest="classifier_dropout")
+    parser.add_argument("--freeze-embeddings", action="store_true", dest="freeze_embeddings")
+    # adaptation
+    parser.add_argument("--objective", default="mntp", choices=("mntp", "mlm"))
+    parser.add_argument("--adapt-steps", type=int, default=300, dest="adapt_steps")
+    parser.add_argument("--adapt-lr", type=float, default=5e-5, dest="adapt_lr")
+    parser.add_argument("--adapt-lora-rank", type=int, default=0, dest="adapt_lora_rank")
+    parser.add_argument("--mask-rate", type=float, default=0.2, dest="mask_rate")
+    parser.add_argument("--report", nargs="*", type=Path, help="print the table of these results files and exit")
+    args = parser.parse_args(argv)
+    if args.validation_size > 1:
+        args.validation_size = int(args.validation_size)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report is not None:
+        print(report(args.report or sorted(RESULTS_DIR.glob("adaptation_*.json"))))
+        return 0
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    run(args)
+    print(report([results_path(args)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
