@@ -90,6 +90,28 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
+
+    if (args.task is None) == (args.rerank is None):
+        raise ValueError("pass exactly one of --task TASK (GLUE classification) or --rerank DIR (BEIR folder)")
+    common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
+    if args.task is not None:
+        record = evaluate_saved_classifier(
+            args.model, args.task, data=args.data, split=args.split or "validation", split_seed=args.split_seed,
+            max_examples=args.max_examples, **common,
+        )
+    else:
+        record = evaluate_saved_reranker(
+            args.model, args.rerank, split=args.split or "test", max_queries=args.max_queries, top_k=args.top_k,
+            **common,
+        )
+    text = json.dumps(record, indent=2)
+    if args.out:
+        write_results(args.out, record)
+    print(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemma-encoder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is present")
     adapt.set_defaults(func=_cmd_adapt)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score a saved model on a GLUE task (--task) or by reranking BM25 candidates (--rerank)"
+    )
+    evaluate.add_argument("model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)")
+    evaluate.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, stsb, qnli")
+    evaluate.add_argument("--data", help="data root (default: <repo>/../shared/data) or the task's TSV itself")
+    evaluate.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
+    evaluate.add_argument(
+        "--split", help="--task: 'validation' (carved from train, default) or 'all'; --rerank: query split (test)"
+    )
+    evaluate.add_argument("--split-seed", type=int, default=0, dest="split_seed", help="seed of the validation split")
+    evaluate.add_argument("--max-examples", type=int, dest="max_examples", help="score a stratified subset")
+    evaluate.add_argument("--max-queries", type=int, dest="max_queries", help="rerank only the first N queries")
+    evaluate.add_argument("--top-k", type=int, dest="top_k", help="rerank only the top K BM25 candidates")
+    evaluate.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    evaluate.add_argument("--max-length", type=int, default=256, dest="max_length")
+    evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    evaluate.add_argument("--out", help="write the results JSON here (read by `gemma-encoder card --results`)")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -13,6 +13,7 @@ model-card generator reads. Results schema (one JSON object per file):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -241,3 +242,90 @@ def write_results(path: str | Path, record: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Saved models (the `gemma-encoder evaluate` command)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _load_saved(model_path: str | Path, device: str | None):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import gemma_encoder_hf  # noqa: F401  (registers the GemmaEncoder Auto classes)
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForSequenceClassification.from_pretrained(model_path).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(model_path)
+
+
+def evaluate_saved_classifier(
+    model_path: str | Path,
+    task: str,
+    *,
+    data: str | Path | None = None,
+    split: str = "validation",
+    split_seed: int = 0,
+    validation_size: int | float = 0.1,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 256,
+    device: str | None = None,
+) -> dict:
+    """Score a saved classifier on a GLUE task and return a results record.
+
+    `data` is the data root (default `../shared/data`) or the task's file itself. `split="validation"` scores the
+    validation split that `train_validation_split` carves with `split_seed` (the one `examples/finetune_glue.py`
+    held out); `split="all"` scores every row of the file (e.g. a labelled test file in the same format).
+    """
+    from .data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
+
+    spec = get_task(task)
+    data = Path(data) if data is not None else DEFAULT_DATA_ROOT
+    if data.is_file():
+        # A file in the task's own layout: same columns as the shared copy, just another path.
+        dataset = load_glue(dataclasses.replace(spec, file=data.name), data.parent)
+    else:
+        dataset = load_glue(spec, data)
+        data = data / spec.file
+    if split == "validation":
+        _, dataset = train_validation_split(dataset, spec, validation_size=validation_size, seed=split_seed)
+    elif split != "all":
+        raise ValueError(f"split={split!r} is not supported; use 'validation' (carved from train) or 'all'.")
+    dataset = subsample(dataset, max_examples, spec, seed=split_seed)
+    model, tokenizer = _load_saved(model_path, device)
+    metrics = evaluate_classifier(model, tokenizer, dataset, spec, batch_size=batch_size, max_length=max_length)
+    metrics["num_examples"] = float(len(dataset))
+    return results_record(
+        model=str(model_path), task=spec.name, dataset_name=spec.name,
+        split=f"{split}(seed={split_seed})" if split == "validation" else split, path=str(data), metrics=metrics,
+        config=model.config,
+    )
+
+
+def evaluate_saved_reranker(
+    model_path: str | Path,
+    directory: str | Path,
+    *,
+    split: str = "test",
+    max_queries: int | None = None,
+    top_k: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 256,
+    device: str | None = None,
+) -> dict:
+    """Rerank a BEIR folder's BM25 candidates with a saved one-score model; a results record with nDCG@10/MRR@10.
+
+    `max_queries` keeps the first judged queries by id and `top_k` the top BM25 candidates of each (CPU budgets).
+    """
+    from .data import load_reranking
+
+    reranking = load_reranking(directory, split).restrict(max_queries, top_k)
+    model, tokenizer = _load_saved(model_path, device)
+    metrics = evaluate_reranker(model, tokenizer, reranking, batch_size=batch_size, max_length=max_length)
+    if top_k:
+        metrics["top_k"] = float(top_k)
+    return results_record(
+        model=str(model_path), task="rerank", dataset_name=reranking.name, split=split, path=str(directory), metrics=metrics,
+        config=model.config,
+    )
