@@ -721,6 +721,24 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         self.config.auto_map = hub_auto_map(type(self))
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with a truncated or corrupt weights file reported as such.
+
+        safetensors alone says e.g. "Error while deserializing header: incomplete metadata", naming neither the file
+        nor the fix. Matched by class name because this file may import only torch and transformers.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise OSError(
+                f"The safetensors weights of {pretrained_model_name_or_path} are truncated or corrupt ({err}); an "
+                "interrupted download, copy or save leaves such a file. Save the model again, or download it again "
+                "with from_pretrained(..., force_download=True)."
+            ) from err
+
 
 def write_sentence_transformers_config(save_directory: str | os.PathLike) -> None:
     """Write `modules.json` and `sentence_bert_config.json` (sentence-transformers >= 6 format) for a saved encoder.
