@@ -546,6 +546,7 @@ def check_inputs(
             f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs are {tuple(reference.shape[:2])} "
             "(batch, sequence); pass the mask the tokenizer returned with these input_ids."
         )
+    _check_nonempty(attention_mask)
     if input_ids is None or input_ids.numel() == 0 or torch.compiler.is_compiling():
         return
     low, high = (int(v) for v in torch.aminmax(input_ids))
@@ -575,8 +576,8 @@ def _check_nonempty(mask: torch.Tensor) -> None:
     empty = (mask.sum(-1) == 0).nonzero().flatten()
     if empty.numel():
         raise ValueError(
-            f"attention_mask rows {empty.tolist()} contain no tokens, so they have nothing to pool. Remove empty "
-            "rows from the batch (a tokenized empty string still has its <bos> token)."
+            f"attention_mask rows {empty.tolist()} contain no tokens (all zeros), so there is nothing to encode or "
+            "pool. Remove empty rows from the batch (a tokenized empty string still has its <bos> token)."
         )
 
 
@@ -860,7 +861,6 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
 
         pooled = None
         if self.pooler is not None:
-            _check_nonempty(attention_mask)
             pooled = self.pooler(*texts_for_pooling(hidden_states, attention_mask, layout))
 
         if not return_dict:
@@ -943,6 +943,8 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
         self.model.embed_tokens = value
 
     def _encode(self, input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if attention_mask is None:
             ref = input_ids if input_ids is not None else inputs_embeds
             attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
