@@ -462,7 +462,12 @@ def packed_attention(
     """
     gqa = query.shape[1] != key.shape[1]
     if implementation == "flash_attention_2":
-        from flash_attn import flash_attn_varlen_func
+        # Inside try/except on purpose: transformers' trust_remote_code loader refuses a modeling file with any other
+        # import of a missing package, so a bare import would demand flash-attn from every Hub user.
+        try:
+            from flash_attn import flash_attn_varlen_func
+        except ImportError as err:
+            raise ImportError("attn_implementation='flash_attention_2' needs flash-attn: pip install flash-attn") from err
 
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
         out = flash_attn_varlen_func(
