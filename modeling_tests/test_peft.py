@@ -1,0 +1,96 @@
+"""PEFT/LoRA: default target modules, training, adapter save/reload (PeftModel and AutoPeftModel), merge.
+
+Runs on a tiny random Gemma 3 backbone: what is tested is PEFT's bookkeeping (which modules get adapters, what the
+adapter file carries, that reloading reproduces the trained model), which real weights would only slow down.
+"""
+
+import pytest
+import torch
+from conftest import random_batch
+from peft import AutoPeftModelForSequenceClassification, LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+
+from gemma_encoder_hf import GemmaEncoderForSequenceClassification
+
+
+@pytest.fixture(scope="module", params=["query", "kv"])
+def base_dir(request, tiny_decoder_dirs, tmp_path_factory):
+    """A tiny classifier with attention pooling (query- or KV-probe), saved as the adapter's base model."""
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification.from_decoder(
+        tiny_decoder_dirs["gemma3"],
+        num_labels=2,
+        pooling="attention",
+        attention_pooling_probe=request.param,
+        classifier_dropout=0.0,
+    )
+    path = tmp_path_factory.mktemp(f"peft_base_{request.param}")
+    model.save_pretrained(path)
+    return path
+
+
+def eval_logits(model, input_ids, attention_mask) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def head_state(model) -> dict[str, torch.Tensor]:
+    """The trained head (pooler included) as PEFT keeps it: the `modules_to_save` copy of `score`."""
+    return {k.split("modules_to_save.default.")[1]: v.clone() for k, v in model.state_dict().items() if "modules_to_save" in k}
+
+
+def test_lora_without_target_modules_adapts_the_backbone_only(base_dir):
+    model = GemmaEncoderForSequenceClassification.from_pretrained(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16))
+    adapted = sorted(name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer))
+    expected = sorted(
+        f"base_model.model.model.layers.{i}.self_attn.{proj}"
+        for i in range(model.config.num_hidden_layers)
+        for proj in ("q_proj", "v_proj")
+    )
+    # The head's pooler has its own q_proj/v_proj: it is trained whole (modules_to_save), never adapted.
+    assert adapted == expected
+    trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert any(".score.modules_to_save.default.pooler." in name for name in trainable)
+    assert all("lora_" in name or "modules_to_save" in name for name in trainable)
+
+
+def test_trained_adapter_reloads_and_merges(base_dir, tmp_path):
+    input_ids, attention_mask = random_batch(128, batch=4, seq=12, seed=1)
+    labels = torch.tensor([0, 1, 1, 0])
+    model = GemmaEncoderForSequenceClassification.from_pretrained(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16))
+    head_before = head_state(peft_model)
+
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    peft_model.train()
+    for _ in range(3):
+        loss = peft_model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained_head = head_state(peft_model)
+    pooler_keys = [k for k in trained_head if k.startswith("pooler.")]
+    assert pooler_keys, "attention pooling parameters must be part of the trained head"
+    # Training moved the pooler and the LoRA weights, so reproducing them below is not vacuous.
+    assert all(not torch.equal(trained_head[k], head_before[k]) for k in pooler_keys)
+    assert all(p.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+    expected = eval_logits(peft_model, input_ids, attention_mask)
+
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+
+    reloaded = PeftModel.from_pretrained(GemmaEncoderForSequenceClassification.from_pretrained(base_dir), adapter_dir)
+    torch.testing.assert_close(eval_logits(reloaded, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
+    for key, value in head_state(reloaded).items():
+        torch.testing.assert_close(value, trained_head[key], atol=0, rtol=0)
+
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(adapter_dir)
+    assert isinstance(auto.get_base_model(), GemmaEncoderForSequenceClassification)
+    torch.testing.assert_close(eval_logits(auto, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
+
+    merged = auto.merge_and_unload()
+    assert isinstance(merged, GemmaEncoderForSequenceClassification)
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
+    torch.testing.assert_close(eval_logits(merged, input_ids, attention_mask), expected, atol=1e-5, rtol=0)
