@@ -8,6 +8,8 @@ and the ranking-group collator. Works for any sequence classifier, including tra
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset, Value
 from transformers import (
+    AutoTokenizer,
     DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -22,8 +25,10 @@ from transformers import (
     TrainingArguments,
 )
 
+from .conversion import convert
 from .data import REGRESSION, TaskSpec
 from .evaluation import compute_metrics_fn
+from .modeling_gemma_encoder import ranking_loss
 
 # Parameters under these top-level names are the task head (and its pooler): new weights, which the paper trains with
 # a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers.
@@ -252,6 +257,13 @@ class RankingCollator:
         return batch
 
 
+def _ranking_loss_fn(kind: str, group_size: int):
+    def compute(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        return ranking_loss(outputs.logits[:, 0], labels.to(outputs.logits.device), kind, group_size)
+
+    return compute
+
+
 def finetune_reranker(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -260,8 +272,10 @@ def finetune_reranker(
 ) -> FinetuneResult:
     """Train a `GemmaEncoderForRanking` on groups from `gemma_encoder_hf.data.ranking_groups`.
 
-    Reranking quality is measured over BM25 candidates with `evaluation.evaluate_reranker` afterwards, not inside the
-    Trainer loop; `metrics` holds the final training loss.
+    The loss is `model.config.ranking_loss` (listwise for models without that field, e.g. transformers' native
+    one-label classifiers used as baselines), computed here on the model's scores, so every model trains with the
+    same objective. Reranking quality is measured over BM25 candidates with `evaluation.evaluate_reranker`
+    afterwards, not inside the Trainer loop; `metrics` holds the final training loss.
     """
     group_size = len(groups[0]["documents"])
     expected = getattr(model.config, "ranking_group_size", group_size)
@@ -280,6 +294,7 @@ def finetune_reranker(
         data_collator=RankingCollator(tokenizer, config.max_length),
         processing_class=tokenizer,
         optimizers=(build_optimizer(model, config), None),
+        compute_loss_func=_ranking_loss_fn(getattr(model.config, "ranking_loss", "listwise"), group_size),
     )
     started = time.perf_counter()
     output = trainer.train()
@@ -287,3 +302,35 @@ def finetune_reranker(
         trainer.model, trainer, {"train_loss": float(output.training_loss)}, time.perf_counter() - started, 0.0,
         len(groups),
     )
+
+
+def encoder_dir(source: str | Path = "embedded", cache_dir: str | Path = "runs/converted") -> Path:
+    """A folder holding a GemmaEncoder and its prepared tokenizer: `source` itself when it is one, else the
+    conversion of the decoder `source` under `cache_dir` (made on first use; dequantising a GGUF takes ~30 s)."""
+    folder = Path(source)
+    config_file = folder / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "gemma_encoder":
+        return folder
+    folder = Path(cache_dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", str(source)).strip("_")
+    if not (folder / "config.json").is_file():
+        convert(source, folder)
+    return folder
+
+
+def load_task_model(
+    model_class: type[PreTrainedModel],
+    source: str | Path = "embedded",
+    *,
+    cache_dir: str | Path = "runs/converted",
+    **overrides,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A task model (`GemmaEncoderForSequenceClassification`, `...ForRanking`) and its tokenizer, from a saved
+    encoder or a decoder.
+
+    A folder holding a GemmaEncoder (`model_type="gemma_encoder"`) loads directly. Any decoder source (`"embedded"`,
+    a GGUF file, a decoder folder or Hub id) is converted once to a base encoder under `cache_dir` and reused by
+    later runs (`encoder_dir`). `overrides` are config fields: task labels and encoder knobs.
+    The backbone weights come from the checkpoint; the head is new unless the folder already holds this class's head.
+    """
+    folder = encoder_dir(source, cache_dir)
+    return model_class.from_pretrained(folder, **overrides), AutoTokenizer.from_pretrained(folder)
