@@ -104,7 +104,7 @@ def test_user_tables_tsv_csv_jsonl(tmp_path):
     assert csv_rows["text"][0] == "what, with comma?" and csv_rows["label"] == [1, 0]
     assert data.load_table(tmp_path / "a.jsonl", spec, **columns)["label"] == [1, 0]
 
-    with pytest.raises(ValueError, match=r"no column\(s\) \['sentence'\].*--text-column"):
+    with pytest.raises(ValueError, match=r"no column\(s\) \['sentence', 'label'\].*--text-column"):
         data.load_table(tmp_path / "a.tsv", spec, text_column="sentence")
     (tmp_path / "bad.tsv").write_text("q\td\ty\nx\ty\tmaybe\n")
     with pytest.raises(ValueError, match="'maybe' is neither a class id nor one of"):
