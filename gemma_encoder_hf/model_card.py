@@ -130,7 +130,11 @@ def _results_table(results: Sequence[EvalResult]) -> str:
 
 
 def usage_snippet(architecture: str, model_id: str) -> str:
-    """Python code that loads the model from `model_id` with trust_remote_code and runs it; tested to run."""
+    """Python code that loads the model from `model_id` with trust_remote_code and runs it; tested to run.
+
+    AutoTokenizer gets `trust_remote_code=True` too: it reads the repo's config, whose `auto_map` points at custom
+    code, and without the flag transformers stops to ask (a 15 s prompt in a terminal) before falling back.
+    """
     model_id = json.dumps(model_id)
     if architecture == "GemmaEncoderForSequenceClassification":
         return f"""from transformers import pipeline
@@ -143,7 +147,7 @@ print(classifier({{"text": "A man is playing a guitar.", "text_pair": "Someone i
         return f"""import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained({model_id})
+tokenizer = AutoTokenizer.from_pretrained({model_id}, trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained({model_id}, trust_remote_code=True).eval()
 
 query = "Which gas do plants absorb for photosynthesis?"
@@ -156,7 +160,7 @@ for score, document in sorted(zip(scores.tolist(), documents), reverse=True):
     return f"""import torch
 from transformers import AutoModel, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained({model_id})
+tokenizer = AutoTokenizer.from_pretrained({model_id}, trust_remote_code=True)
 model = AutoModel.from_pretrained({model_id}, trust_remote_code=True).eval()
 
 batch = tokenizer(["A charming and often affecting journey.", "Unflinchingly bleak."], padding=True, return_tensors="pt")
