@@ -59,6 +59,9 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, str | None]:
         if len(ggufs) == 1:
             return str(path), ggufs[0].name
         raise ValueError(f"{source} has no config.json and {len(ggufs)} .gguf files; point at one checkpoint.")
+    if not path.exists() and (path.suffix == ".gguf" or path.is_absolute() or str(source).startswith(".")):
+        # Without this, a mistyped local path reaches the Hub client and fails as an invalid repo id.
+        raise FileNotFoundError(f"No such decoder checkpoint: {source}")
     return str(source), None
 
 

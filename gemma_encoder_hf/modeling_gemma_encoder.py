@@ -12,6 +12,9 @@ Layout of the file:
     losses     - ranking losses
 """
 
+import functools
+from collections.abc import Callable
+import inspect
 import json
 import os
 import warnings
@@ -440,6 +443,17 @@ def _flex_attention(*args, **kwargs):
     return _compiled_flex_attention(*args, **kwargs)
 
 
+@functools.cache
+def _torch_varlen_attention() -> tuple[Callable | None, bool]:
+    """(torch's varlen flash-attention entry point where it takes windows, whether it takes GQA natively)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, False
+    parameters = inspect.signature(varlen_attn).parameters
+    return (varlen_attn if "window_size" in parameters else None), "enable_gqa" in parameters
+
+
 def packed_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -489,19 +503,23 @@ def packed_attention(
             query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=gqa
         )
         return out.transpose(1, 2)
+    varlen_attn, native_gqa = _torch_varlen_attention() if query.is_cuda else (None, False)
     if (
-        query.is_cuda
+        varlen_attn is not None
         and implementation == "sdpa"
         and softcap is None
         and dropout == 0.0
         and query.dtype in (torch.float16, torch.bfloat16)
     ):
-        from torch.nn.attention.varlen import varlen_attn
-
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+        extra = {}
+        if gqa and native_gqa:
+            extra["enable_gqa"] = True
+        elif gqa:  # torch < 2.12: share the key/value heads by copying them (small next to the queries)
+            k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
         out = varlen_attn(
             q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_seqlen, layout.max_seqlen,
-            scale=scaling, window_size=window, enable_gqa=gqa,
+            scale=scaling, window_size=window, **extra,
         )  # fmt: skip
         return out.unsqueeze(0)
 
@@ -735,7 +753,7 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         nor the fix. Matched by class name because this file may import only torch and transformers.
         """
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as err:
             if type(err).__name__ != "SafetensorError":
                 raise
@@ -744,6 +762,21 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
                 "interrupted download, copy or save leaves such a file. Save the model again, or download it again "
                 "with from_pretrained(..., force_download=True)."
             ) from err
+        _realign_parameters(model[0] if isinstance(model, tuple) else model)
+        return model
+
+
+def _realign_parameters(model: nn.Module, alignment: int = 64) -> None:
+    """Move tensors that safetensors memory-mapped at unaligned offsets into fresh (aligned) storage.
+
+    CPU BLAS kernels pick alignment-dependent code paths, so a small matmul over an unaligned weight can differ from
+    the same matmul over the saved (aligned) weight in the last bit. Copying such tensors makes save -> load
+    bit-identical; aligned ones (and every tensor on an accelerator) are left in place.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.device.type == "cpu" and tensor.data_ptr() % alignment:
+                tensor.data = tensor.data.clone()
 
 
 def write_sentence_transformers_config(save_directory: str | os.PathLike) -> None:

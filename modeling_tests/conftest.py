@@ -42,14 +42,12 @@ TINY_COMMON = dict(
 def tiny_decoder_config(generation: str, **overrides):
     """A tiny config of a native transformers decoder; sliding windows small enough to matter at length ~20."""
     if generation == "gemma":
-        return GemmaConfig(**TINY_COMMON, **overrides)
+        return GemmaConfig(**{**TINY_COMMON, **overrides})
     if generation == "gemma2":
-        return Gemma2Config(
-            **TINY_COMMON, sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=50.0, **overrides
-        )
+        defaults = dict(sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=50.0)
+        return Gemma2Config(**{**TINY_COMMON, **defaults, **overrides})
     if generation == "gemma3":
-        return Gemma3TextConfig(
-            **TINY_COMMON,
+        defaults = dict(
             sliding_window=6,
             query_pre_attn_scalar=24,
             layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
@@ -57,8 +55,8 @@ def tiny_decoder_config(generation: str, **overrides):
                 "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100_000.0},
                 "sliding_attention": {"rope_type": "default", "rope_theta": 1_000.0},
             },
-            **overrides,
         )
+        return Gemma3TextConfig(**{**TINY_COMMON, **defaults, **overrides})
     raise ValueError(generation)
 
 
