@@ -1,0 +1,103 @@
+"""Training integrations: gradient checkpointing and DDP through `accelerate launch` with the Trainer."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import random_batch
+
+from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForSequenceClassification
+
+WORKER = Path(__file__).with_name("ddp_train_worker.py")
+
+
+def tiny_classifier(**overrides) -> GemmaEncoderForSequenceClassification:
+    torch.manual_seed(0)
+    config = GemmaEncoderConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        max_position_embeddings=64,
+        num_labels=3,
+        attention_pooling_num_heads=2,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+        classifier_dropout=0.0,
+        **overrides,
+    )
+    return GemmaEncoderForSequenceClassification(config)
+
+
+def gradients(model, input_ids, attention_mask, labels) -> tuple[dict[str, torch.Tensor], int]:
+    """Gradients of one training step, and how many times the first layer's feed-forward ran during it (hooks on the
+    layer itself stay outside the checkpoint, so the count is taken inside it)."""
+    calls = []
+    hook = model.model.layers[0].mlp.register_forward_hook(lambda *_: calls.append(1))
+    model.zero_grad()
+    model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+    hook.remove()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
+
+
+@pytest.mark.parametrize("checkpoint_kwargs", [None, {"use_reentrant": True}], ids=["default", "reentrant"])
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_gradient_checkpointing_gives_the_same_gradients(pooling, checkpoint_kwargs):
+    model = tiny_classifier(pooling=pooling).train()
+    input_ids, attention_mask = random_batch(128, batch=3, seq=14, seed=2)
+    labels = torch.tensor([0, 2, 1])
+
+    plain, plain_calls = gradients(model, input_ids, attention_mask, labels)
+    # transformers 5 renamed gradient_checkpointing_enable (still an alias) to activation_checkpointing_enable.
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs)
+    assert model.is_activation_checkpointing
+    checkpointed, checkpointed_calls = gradients(model, input_ids, attention_mask, labels)
+
+    # Checkpointing really happened: the layer ran again during backward to recompute its activations.
+    assert (plain_calls, checkpointed_calls) == (1, 2)
+    assert plain.keys() == checkpointed.keys()
+    assert len(plain) == len([p for p in model.parameters() if p.requires_grad])
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-5, rtol=0, msg=name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_end_with_identical_weights(tmp_path):
+    # accelerate 1.15's `--cpu` launches several processes only through mpirun (an MPI hostfile), which a plain
+    # machine lacks; `--multi_gpu` with no visible GPU launches them with torchrun, and accelerate and the Trainer
+    # then run DDP on CPU over gloo (the worker checks it is really distributed over 2 processes).
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        str(WORKER), "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    # One thread per rank: the two ranks share the machine's cores.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    init = torch.load(tmp_path / "init.pt")
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert rank0.keys() == rank1.keys() == init.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
+    # The ranks trained on different shards: only the all-reduce keeps them equal, and they did move.
+    moved = [name for name in init if not torch.equal(init[name], rank0[name])]
+    assert "score.out_proj.weight" in moved and any(name.startswith("model.layers.") for name in moved)
