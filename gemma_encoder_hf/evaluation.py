@@ -13,6 +13,7 @@ model-card generator reads. Results schema (one JSON object per file):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import REGRESSION, RerankingSet, TaskSpec
+from .inference import score_pairs
 
 RANKING_METRICS = ("ndcg@10", "mrr@10")
 
@@ -101,6 +103,11 @@ def ranking_metrics(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def _use_bf16(device: torch.device) -> bool:
+    """bf16 autocast on CUDA, as in training (never fp16: Gemma 3 overflows); CPU keeps the model's dtype."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 @torch.inference_mode()
 def predict_logits(
     model: PreTrainedModel,
@@ -114,7 +121,7 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits (n, num_labels) for texts or text pairs, in input order.
 
-    Inputs are sorted by length and batched, so padding (and wasted compute) stays small; bf16/fp32 follow the model.
+    Inputs are sorted by length and batched, so padding (and wasted compute) stays small.
     """
     if text_pairs is not None and len(text_pairs) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text pairs; give one pair per text.")
@@ -137,7 +144,8 @@ def predict_logits(
             max_length=max_length,
             return_tensors="pt",
         ).to(device)
-        logits = model(**encoded).logits.float().cpu().numpy()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_use_bf16(device)):
+            logits = model(**encoded).logits.float().cpu().numpy()
         for row, i in enumerate(idx):
             out[i] = logits[row]
     return np.stack(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
@@ -179,15 +187,18 @@ def rerank(
             "Use a GemmaEncoderForRanking model (or a 1-label classifier)."
         )
     pairs = [(q, d) for q, cands in reranking.candidates.items() for d, _ in cands]
-    scores = predict_logits(
-        model,
-        tokenizer,
-        [reranking.queries[q] for q, _ in pairs],
-        [reranking.corpus[d] for _, d in pairs],
-        batch_size=batch_size,
-        max_length=max_length,
-        show_progress=show_progress,
-    )[:, 0]
+    # score_pairs truncates at the tokenizer's model_max_length: cap it on a copy to bound the cost per pair.
+    limited = copy.copy(tokenizer)
+    limited.model_max_length = max_length
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_use_bf16(device)):
+        scores = score_pairs(
+            model,
+            limited,
+            [(reranking.queries[q], reranking.corpus[d]) for q, d in pairs],
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+        ).view(-1).tolist()
     run: dict[str, dict[str, float]] = {}
     for (q, d), score in zip(pairs, scores):
         run.setdefault(q, {})[d] = float(score)
