@@ -10,7 +10,7 @@ from conftest import random_batch
 from peft import AutoPeftModelForSequenceClassification, LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 
-from gemma_encoder_hf import GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import GemmaEncoderForSequenceClassification, GemmaEncoderModel
 
 
 @pytest.fixture(scope="module", params=["query", "kv"])
@@ -94,3 +94,23 @@ def test_trained_adapter_reloads_and_merges(base_dir, tmp_path):
     assert isinstance(merged, GemmaEncoderForSequenceClassification)
     assert not any(isinstance(m, LoraLayer) for m in merged.modules())
     torch.testing.assert_close(eval_logits(merged, input_ids, attention_mask), expected, atol=1e-5, rtol=0)
+
+
+def test_adapter_on_a_base_encoder_reloads_with_the_head_settings(tiny_decoder_dirs, tmp_path):
+    """The usual workflow: the adapter's base is a plain encoder folder and the head settings were passed to
+    `from_pretrained`; AutoPeftModel needs the same settings again, and without them it fails loudly."""
+    GemmaEncoderModel.from_decoder(tiny_decoder_dirs["gemma3"]).save_pretrained(tmp_path / "base")
+    head_settings = dict(num_labels=3, pooling="attention", attention_pooling_probe="kv")
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "base", **head_settings)
+    peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16))
+    with torch.no_grad():  # stand-in for training: move the head's pooler and one adapter away from their init
+        peft_model.base_model.model.score.modules_to_save["default"].pooler.key_probes.add_(0.5)
+        next(p for n, p in peft_model.named_parameters() if "lora_B" in n).add_(0.1)
+    input_ids, attention_mask = random_batch(128, batch=3, seq=10, seed=3)
+    expected = eval_logits(peft_model, input_ids, attention_mask)
+    peft_model.save_pretrained(tmp_path / "adapter")
+
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter", **head_settings)
+    torch.testing.assert_close(eval_logits(auto, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="Error"):
+        AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter")
