@@ -13,11 +13,11 @@ Layout of the file:
 """
 
 import functools
-from collections.abc import Callable
 import inspect
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
