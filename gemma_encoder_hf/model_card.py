@@ -268,6 +268,19 @@ def _intended_use(architecture: str) -> str:
     )
 
 
+def _summary(config: GemmaEncoderConfig, architecture: str, task_text: str, base_text: str) -> str:
+    kind = "A bidirectional encoder" if config.attention == "bidirectional" else "An encoder (causal attention)"
+    mask = "made bidirectional" if config.attention == "bidirectional" else "kept causal"
+    head = {
+        "GemmaEncoderModel": "a pooler on top",
+        "GemmaEncoderForMaskedLM": "the tied vocabulary head for masked-token prediction",
+    }.get(architecture, "a pooler and a task head on top")
+    return (
+        f"{kind} for {task_text}, converted from {base_text} with gemma-encoder-hf: the decoder's weights, its "
+        f"attention mask {mask}, and {head}."
+    )
+
+
 def _count_parameters(model_dir: Path) -> int | None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
@@ -345,10 +358,7 @@ def build_model_card(
         card_data,
         template_path=str(TEMPLATE_PATH),
         title=title,
-        summary=(
-            f"A bidirectional encoder for {task_text}, converted from {base_text} with gemma-encoder-hf: the "
-            "decoder's weights, with its causal attention mask replaced and a pooler and task head on top."
-        ),
+        summary=_summary(config, architecture, task_text, base_text),
         usage=usage_snippet(architecture, model_id),
         pair_note=PAIR_NOTE,
         base_model_text=base_text,

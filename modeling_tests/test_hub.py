@@ -298,7 +298,10 @@ def test_reload_without_package_reproduces_logits(pushed, hub_env, tmp_path):
             out["logits"][name] = {{key: model(**batch).logits for key, batch in batches.items()}}
 
     run("classifier", AutoModelForSequenceClassification.from_pretrained({CLASSIFIER_REPO!r}, trust_remote_code=True))
-    run("ranker", AutoModelForSequenceClassification.from_pretrained({RANKER_REPO!r}, trust_remote_code=True))
+    ranker = AutoModelForSequenceClassification.from_pretrained({RANKER_REPO!r}, trust_remote_code=True)
+    run("ranker", ranker)
+    ranker.save_pretrained({str(tmp_path / "resaved")!r})  # saved again by the remote code alone
+    del ranker
     lora = AutoPeftModelForSequenceClassification.from_pretrained({LORA_REPO!r}, trust_remote_code=True)
     out["classes"]["lora_base"] = type(lora.get_base_model()).__module__
     run("lora", lora)
@@ -316,6 +319,10 @@ def test_reload_without_package_reproduces_logits(pushed, hub_env, tmp_path):
     assert out["classes"]["classifier"].endswith("modeling_gemma_encoder.GemmaEncoderForSequenceClassification")
     assert out["classes"]["ranker"].endswith("modeling_gemma_encoder.GemmaEncoderForRanking")
     assert out["classes"]["lora_base"].startswith("transformers_modules.")
+    resaved = json.loads((tmp_path / "resaved" / "config.json").read_text())["auto_map"]
+    assert resaved["AutoModelForSequenceClassification"] == "modeling_gemma_encoder.GemmaEncoderForRanking"
+    assert set(resaved) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+    assert all((tmp_path / "resaved" / name).read_text() == (PACKAGE_DIR / name).read_text() for name in SOURCE_FILES)
     for name, reference in pushed["reference"].items():
         for key, logits in reference.items():
             assert torch.equal(out["logits"][name][key], logits), f"{name}/{key} logits differ after the round trip"
