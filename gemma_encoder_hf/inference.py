@@ -114,6 +114,8 @@ def _tokenize(
     texts: list[str],
     text_pairs: list[str] | None = None,
 ) -> list[dict[str, list[int]]]:
+    if not texts:
+        return []
     # A tokenizer that was not prepared may carry transformers' "no limit" sentinel (~1e30): never exceed the
     # positions the model has.
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
