@@ -29,7 +29,8 @@ def embed(
     normalize: bool = False,
     show_progress_bar: bool = True,
 ) -> torch.Tensor:
-    """Pooled embeddings of `texts`, one row per text, in input order: shape `(len(texts), hidden_size)`.
+    """Pooled embeddings of `texts`, one row per text, in input order: a float32 CPU tensor of shape
+    `(len(texts), hidden_size)`, whatever the model's dtype and device.
 
     The vector is the one the model pools with its own `config.pooling` (mean, first-K, last-K or attention pooling):
     `pooler_output` of a `GemmaEncoderModel`, or the input of the task head of a classifier/ranker.
@@ -58,8 +59,8 @@ def score_pairs(
     batch_size: int = 32,
     show_progress_bar: bool = True,
 ) -> torch.Tensor:
-    """Raw logits for (text, text_pair) pairs, in input order: shape `(len(pairs),)` for a one-output model (a ranker
-    or a regressor), `(len(pairs), num_labels)` otherwise. No sigmoid/softmax is applied.
+    """Raw logits for (text, text_pair) pairs, in input order, as a float32 CPU tensor: shape `(len(pairs),)` for a
+    one-output model (a ranker or a regressor), `(len(pairs), num_labels)` otherwise. No sigmoid/softmax is applied.
 
     Pairs are joined by the tokenizer's pair template (`<bos> text <eos> text_pair` for tokenizers prepared by
     `gemma_encoder_hf.prepare_tokenizer`); when a pair is too long, the longer of the two texts is truncated first.
