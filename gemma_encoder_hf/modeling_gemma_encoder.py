@@ -358,6 +358,8 @@ def packed_layout(attention_mask: torch.Tensor, position_ids: torch.Tensor | Non
     """
     batch, seq = attention_mask.shape
     indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+    if indices.numel() == 0:  # nothing to pack; the padded path reports empty rows where it matters (pooling)
+        return None
     starts = torch.ones_like(indices, dtype=torch.bool)
     rows = indices // seq
     starts[1:] = rows[1:] != rows[:-1]
