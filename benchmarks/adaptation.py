@@ -57,7 +57,8 @@ def encoder_dir(work_dir: Path) -> Path:
 
 def native_dir(work_dir: Path) -> Path:
     """The same GGUF as transformers' own decoder checkpoint (it refuses to save a GGUF-loaded model, so the tensors
-    are written directly; the tied LM head is the embedding and is left out)."""
+    are written directly; the tied LM head is the embedding and is left out). The config loses its GGUF
+    `quantization_config`: the tensors are dequantised fp32, and the Trainer refuses to fine-tune a "quantized" model."""
     out = work_dir / "native"
     if not (out / "model.safetensors").exists():
         from safetensors.torch import save_file
@@ -70,7 +71,9 @@ def native_dir(work_dir: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in decoder.state_dict().items() if k != "lm_head.weight"}
         save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-        decoder.config.save_pretrained(out)
+        config = decoder.config.to_dict()
+        config.pop("quantization_config", None)
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
 
 

@@ -13,6 +13,12 @@ from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForMaskedLM, GemmaE
 from gemma_encoder_hf.adaptation import adapt, masking_collator, read_texts
 from gemma_encoder_hf.cli import main as cli_main
 
+@pytest.fixture(scope="module")
+def tokenizer(real_encoder_dir):
+    """The real Gemma 3 tokenizer (262k vocabulary, `<mask>` = id 4), loaded once: it takes seconds on 2 cores."""
+    return AutoTokenizer.from_pretrained(real_encoder_dir)
+
+
 TEXTS = [
     "a gripping , beautifully shot film",
     "the plot is thin and the jokes fall flat",
@@ -70,12 +76,12 @@ def test_mntp_and_mlm_loss_on_hand_made_labels(tiny_decoder_dirs):
         GemmaEncoderConfig(masked_lm_objective="clm")
 
 
-def test_masking_collator_uses_mask_token_and_spares_special_tokens(real_encoder_dir):
-    tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
+def test_masking_collator_uses_mask_token_and_spares_special_tokens(tokenizer):
     collator = masking_collator(tokenizer, mask_rate=0.5, masking="mask", seed=0)
     originals = [tokenizer(t)["input_ids"] for t in TEXTS]
     batch = collator([{"input_ids": ids} for ids in originals])
-    padded = tokenizer.pad({"input_ids": originals}, return_tensors="pt")["input_ids"]
+    padded = tokenizer.pad({"input_ids": originals}, pad_to_multiple_of=8, return_tensors="pt")["input_ids"]
+    assert batch["input_ids"].shape == padded.shape and padded.shape[1] % 8 == 0
     selected = batch["labels"] != -100
     assert selected.any()
     assert (batch["input_ids"][selected] == tokenizer.mask_token_id).all()
@@ -92,9 +98,8 @@ def test_masking_collator_uses_mask_token_and_spares_special_tokens(real_encoder
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_fill_mask_pipeline_on_real_270m(real_encoder_dir):
+def test_fill_mask_pipeline_on_real_270m(real_encoder_dir, tokenizer):
     model = AutoModelForMaskedLM.from_pretrained(real_encoder_dir)
-    tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
     assert isinstance(model, GemmaEncoderForMaskedLM)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert tokenizer.mask_token == "<mask>"
@@ -107,11 +112,13 @@ def test_fill_mask_pipeline_on_real_270m(real_encoder_dir):
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
     assert " Paris" in [r["token_str"] for r in results]
 
-    # The default MNTP reading is what the unadapted model is good at; MLM (state at i) mostly predicts the next token.
+    # The default MNTP reading is what the unadapted model is good at (measured: p(" Paris") 0.071 vs 0.014); the
+    # MLM reading (state at i) of an unadapted model predicts the token after the mask instead.
     mntp_paris = fill("The capital of France is<mask>.", targets=[" Paris"])[0]["score"]
     model.config.masked_lm_objective = "mlm"
+    assert fill("The capital of France is<mask>.", top_k=1)[0]["token_str"] == "."
     mlm_paris = fill("The capital of France is<mask>.", targets=[" Paris"])[0]["score"]
-    assert mntp_paris > 10 * mlm_paris
+    assert mntp_paris > 3 * mlm_paris
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -153,8 +160,7 @@ def _tiny_real_vocab_model() -> GemmaEncoderForMaskedLM:
     return GemmaEncoderForMaskedLM(config)
 
 
-def test_lora_adaptation_is_merged_into_plain_weights(real_encoder_dir, tmp_path):
-    tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
+def test_lora_adaptation_is_merged_into_plain_weights(tokenizer, tmp_path):
     model = _tiny_real_vocab_model()
     original = {k: v.clone() for k, v in model.state_dict().items()}
     out = adapt(model, TEXTS, tmp_path / "lora", tokenizer=tokenizer, lora=True, steps=3, batch_size=2,
@@ -169,14 +175,14 @@ def test_lora_adaptation_is_merged_into_plain_weights(real_encoder_dir, tmp_path
     assert reloaded.config.masked_lm_objective == "mlm"
 
 
-def test_adapt_rejects_bad_input(real_encoder_dir, tmp_path):
-    tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
+def test_adapt_rejects_bad_input(tokenizer, tmp_path):
+    model = _tiny_real_vocab_model()
     with pytest.raises(ValueError, match="non-empty text"):
-        adapt(_tiny_real_vocab_model(), ["", "  "], tmp_path / "x", tokenizer=tokenizer)
+        adapt(model, ["", "  "], tmp_path / "x", tokenizer=tokenizer)
     with pytest.raises(ValueError, match="objective"):
-        adapt(_tiny_real_vocab_model(), TEXTS, tmp_path / "x", tokenizer=tokenizer, objective="clm")
+        adapt(model, TEXTS, tmp_path / "x", tokenizer=tokenizer, objective="clm")
     with pytest.raises(ValueError, match="pass its tokenizer"):
-        adapt(_tiny_real_vocab_model(), TEXTS, tmp_path / "x")
+        adapt(model, TEXTS, tmp_path / "x")
     table = tmp_path / "texts.tsv"
     table.write_text("id\tsentence\n1\thello there\n")
     with pytest.raises(ValueError, match="--column"):
