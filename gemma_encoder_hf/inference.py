@@ -97,7 +97,7 @@ def _pooling_function(model: torch.nn.Module) -> Callable[[BatchEncoding], torch
     """How to get the pooled vector out of this kind of model."""
     if isinstance(model, GemmaEncoderModel):
         if model.pooler is None:
-            raise ValueError("This GemmaEncoderModel was built with add_pooling_layer=False, so it has no pooled output.")
+            raise ValueError("This GemmaEncoderModel was built with add_pooling_layer=False: it has no pooled output.")
         return lambda batch: model(**batch).pooler_output
     backbone, head = getattr(model, "model", None), getattr(model, "score", None)
     if isinstance(backbone, GemmaEncoderModel) and hasattr(head, "pooler"):

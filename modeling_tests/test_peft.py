@@ -37,7 +37,8 @@ def eval_logits(model, input_ids, attention_mask) -> torch.Tensor:
 
 def head_state(model) -> dict[str, torch.Tensor]:
     """The trained head (pooler included) as PEFT keeps it: the `modules_to_save` copy of `score`."""
-    return {k.split("modules_to_save.default.")[1]: v.clone() for k, v in model.state_dict().items() if "modules_to_save" in k}
+    prefix = "modules_to_save.default."
+    return {k.split(prefix)[1]: v.clone() for k, v in model.state_dict().items() if prefix in k}
 
 
 def test_lora_without_target_modules_adapts_the_backbone_only(base_dir):

@@ -64,7 +64,8 @@ def reference_logits(model, tokenizer, inputs) -> torch.Tensor:
     rows = []
     with torch.inference_mode():
         for item in inputs:
-            encoded = tokenizer(**item, return_tensors="pt") if isinstance(item, dict) else tokenizer(item, return_tensors="pt")
+            item = item if isinstance(item, dict) else {"text": item}
+            encoded = tokenizer(**item, return_tensors="pt")
             rows.append(model(**encoded).logits)
     return torch.cat(rows)
 

@@ -1,4 +1,4 @@
-"""sentence-transformers: SentenceTransformer returns the model's own pooled vector; CrossEncoder scores like the ranker.
+"""sentence-transformers: SentenceTransformer gives the model's own pooled vector; CrossEncoder scores like the ranker.
 
 Real weights do not matter for these equalities, so the models are tiny random backbones with the real Gemma
 tokenizer (its 262k vocabulary makes the embedding the largest part, ~8M parameters).
@@ -72,7 +72,8 @@ def test_sentence_transformer_returns_pooler_output(pooling, tokenizer, tmp_path
     model = GemmaEncoderModel(tiny_config(tokenizer, **POOLINGS[pooling])).eval()
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "sentence_bert_config.json").read_text())["module_output_name"] == "sentence_embedding"
+    module_config = json.loads((tmp_path / "sentence_bert_config.json").read_text())
+    assert module_config["module_output_name"] == "sentence_embedding"
 
     st = SentenceTransformer(str(tmp_path), device="cpu")
     # One module, no Pooling module of sentence-transformers' own: the vector is the model's `pooler_output`.
