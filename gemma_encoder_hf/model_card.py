@@ -118,9 +118,8 @@ def _results_table(results: Sequence[EvalResult]) -> str:
         return "No evaluation results were recorded for this model."
     rows = ["| Dataset | Split | Metric | Value |", "|---|---|---|---|"]
     for result in results:
-        rows.append(
-            f"| {result.dataset_name} | {result.dataset_split or '-'} | {result.metric_type} | {result.metric_value:.4f} |"
-        )
+        split = result.dataset_split or "-"
+        rows.append(f"| {result.dataset_name} | {split} | {result.metric_type} | {result.metric_value:.4f} |")
     return "\n".join(rows)
 
 
@@ -163,7 +162,8 @@ from transformers import AutoModel, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained({model_id}, trust_remote_code=True)
 model = AutoModel.from_pretrained({model_id}, trust_remote_code=True).eval()
 
-batch = tokenizer(["A charming and often affecting journey.", "Unflinchingly bleak."], padding=True, return_tensors="pt")
+texts = ["A charming and often affecting journey.", "Unflinchingly bleak."]
+batch = tokenizer(texts, padding=True, return_tensors="pt")
 with torch.no_grad():
     embeddings = model(**batch).pooler_output  # one pooled vector per text (the config's pooling)
 print(embeddings.shape)"""

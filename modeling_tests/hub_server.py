@@ -525,7 +525,8 @@ def client_pointed_at(hub: HubServer, cache_dir: Path) -> Iterator[dict[str, str
         for key, value in env.items():
             patch.setenv(key, value)
         patch.setattr(constants, "ENDPOINT", hub.endpoint)
-        patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        url_template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url_template)
         patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
         patch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
         patch.setattr(constants, "AGENT_HARNESSES_PATH", os.path.join(env["HF_HOME"], ".agent_harnesses.json"))

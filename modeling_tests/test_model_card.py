@@ -112,7 +112,7 @@ def test_card_matches_architecture(model_class, tmp_path):
     "record, message",
     [
         ({"task": "sst2", "dataset": "sst2"}, r"lacks \['metrics'\]"),
-        ({"task": "sst2", "dataset": "sst2", "metrics": {"accuracy": "high"}}, r"metrics \['accuracy'\] are not numbers"),
+        ({"task": "sst2", "dataset": "sst2", "metrics": {"accuracy": "high"}}, r"\['accuracy'\] are not numbers"),
         ({"task": "sst2", "dataset": {"split": "test"}, "metrics": {"accuracy": 0.5}}, "'dataset' must be a name"),
         (["not a record"], "must be a JSON object"),
     ],
