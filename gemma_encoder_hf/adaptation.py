@@ -133,12 +133,9 @@ def load_for_adaptation(
     """A GemmaEncoderForMaskedLM from a decoder source, an encoder folder, or an encoder model in memory.
 
     An encoder's head (`score`, pooler) is not carried over: adaptation trains the backbone only, and the task
-    model built on the result initialises its own head.
+    model built on the result initialises its own head. A model in memory is rebuilt from a copy of its config with
+    the overrides rather than edited: layers read settings such as the attention window when they are constructed.
     """
-    if isinstance(source, GemmaEncoderForMaskedLM):
-        for key, value in overrides.items():
-            setattr(source.config, key, value)
-        return source
     if isinstance(source, GemmaEncoderPreTrainedModel):
         config = GemmaEncoderConfig(**{**source.config.to_dict(), **overrides})
         model = GemmaEncoderForMaskedLM(config)
