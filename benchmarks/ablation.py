@@ -30,7 +30,6 @@ Markdown table next to the JSON. Examples:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -154,7 +153,10 @@ def native_base_dir(cache_dir: Path) -> Path:
     if not (target / "config.json").is_file():
         gguf = embedded_gguf_path()
         decoder = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        config = copy.deepcopy(decoder.config)
+        # The GGUF loader records a `quantization_config`; the weights are dequantised fp32 now, and Trainer refuses
+        # to fine-tune a model whose config still claims quantisation.
+        fields = {k: v for k, v in decoder.config.to_dict().items() if k != "quantization_config"}
+        config = type(decoder.config).from_dict(fields)
         config.architectures = ["Gemma3TextForSequenceClassification"]
         model = Gemma3TextForSequenceClassification(config)
         state = {k: v for k, v in decoder.state_dict().items() if k.startswith("model.")}
@@ -305,7 +307,7 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="tqdm bars for each run")
     parser.add_argument("--list-cells", action="store_true")
     parser.add_argument(
-        "--time-limit", type=float, help="minutes: start no new run after this (finished runs are kept; rerun to resume)"
+        "--time-limit", type=float, help="minutes: start no new run after this (finished runs are kept; rerun resumes)"
     )
     # Tiny smoke-test overrides (CI / checking the script): they change the budget, so use a separate --out.
     parser.add_argument("--train-examples", type=int)

@@ -109,7 +109,8 @@ def main() -> None:
     train_set, val_set = train_validation_split(pool, task, validation_size=size, seed=args.split_seed)
     train_set = subsample(train_set, args.train_examples, task, seed=args.split_seed)
     val_set = subsample(val_set, args.eval_examples, task, seed=args.split_seed)
-    print(f"{task.name}: {len(pool)} rows -> train {len(train_set)}, validation {len(val_set)} (seed {args.split_seed})")
+    print(f"{task.name}: {len(pool)} rows -> train {len(train_set)}, validation {len(val_set)} "
+          f"(split seed {args.split_seed})")
 
     knobs = dict(attention=args.attention, pooling=args.pooling, attention_pooling_probe=args.attention_probe)
     if args.dropout is not None:

@@ -120,7 +120,8 @@ def custom_task(
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
     if num_labels == 1:
-        return TaskSpec(name, REGRESSION, ("pearson", "spearmanr"), "pearson", pair_column="text_pair" if pair else None)
+        pair_column = "text_pair" if pair else None
+        return TaskSpec(name, REGRESSION, ("pearson", "spearmanr"), "pearson", pair_column=pair_column)
     names = tuple(label_names) if label_names else tuple(str(i) for i in range(num_labels))
     if len(names) != num_labels:
         raise ValueError(f"{len(names)} label names given for num_labels={num_labels}.")
@@ -248,7 +249,9 @@ def train_validation_split(
     if max_validation is not None:
         size = min(size, max_validation)
     if not 0 < size < n:
-        raise ValueError(f"validation_size={validation_size} gives {size} of {n} rows; it must leave both sides non-empty.")
+        raise ValueError(
+            f"validation_size={validation_size} gives {size} of {n} rows; it must leave both sides non-empty."
+        )
     labels = np.asarray(dataset["label"])
     stratify = labels if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 else None
     train_idx, val_idx = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
@@ -256,7 +259,7 @@ def train_validation_split(
 
 
 def subsample(dataset: Dataset, n: int | None, task: TaskSpec, seed: int = 0) -> Dataset:
-    """A deterministic (stratified for classification) subset of `n` rows; the dataset itself when `n` is None or larger."""
+    """A deterministic (stratified for classification) subset of `n` rows; all rows when `n` is None or larger."""
     if n is None or n >= len(dataset):
         return dataset
     if n < 1:

@@ -55,7 +55,7 @@ _CONFIG_KEYS = (
 
 
 def task_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The task's metrics from raw model outputs: logits (batch, num_labels) or regression scores (batch,) / (batch, 1)."""
+    """The task's metrics from raw model outputs: logits (batch, num_labels) or regression scores (batch[, 1])."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if task.problem_type == REGRESSION:
         scores = predictions.reshape(-1).astype(np.float64)
@@ -337,6 +337,7 @@ def evaluate_saved_reranker(
     if top_k:
         metrics["top_k"] = float(top_k)
     return results_record(
-        model=str(model_path), task="rerank", dataset_name=reranking.name, split=split, path=str(directory), metrics=metrics,
+        model=str(model_path), task="rerank", dataset_name=reranking.name, split=split, path=str(directory),
+        metrics=metrics,
         config=model.config,
     )

@@ -179,7 +179,7 @@ def training_arguments(config: TrainingConfig, *, main_metric: str | None, evalu
         data_seed=config.seed,
         bf16=config.use_bf16(),
         use_cpu=device == "cpu",
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         report_to="none",
         disable_tqdm=not config.show_progress,
         dataloader_pin_memory=device == "cuda",
@@ -213,7 +213,9 @@ def finetune_classifier(
         )
     _prepare_model(model, config)
     train = tokenize_dataset(train_dataset, tokenizer, task, config.max_length)
-    evaluation = tokenize_dataset(eval_dataset, tokenizer, task, config.max_length) if eval_dataset is not None else None
+    evaluation = None
+    if eval_dataset is not None:
+        evaluation = tokenize_dataset(eval_dataset, tokenizer, task, config.max_length)
     trainer = Trainer(
         model=model,
         args=training_arguments(config, main_metric=task.main_metric, evaluate=evaluation is not None),
@@ -232,7 +234,8 @@ def finetune_classifier(
         started = time.perf_counter()
         raw = trainer.evaluate()
         eval_seconds = time.perf_counter() - started
-        metrics = {k.removeprefix("eval_"): float(v) for k, v in raw.items() if k.removeprefix("eval_") in (*task.metrics, "loss")}
+        wanted = (*task.metrics, "loss")
+        metrics = {k.removeprefix("eval_"): float(v) for k, v in raw.items() if k.removeprefix("eval_") in wanted}
     return FinetuneResult(trainer.model, trainer, metrics, train_seconds, eval_seconds, len(train))
 
 
@@ -251,7 +254,12 @@ class RankingCollator:
         queries = [g["query"] for g in groups for _ in g["documents"]]
         documents = [d for g in groups for d in g["documents"]]
         batch = self.tokenizer(
-            queries, documents, padding=True, truncation="longest_first", max_length=self.max_length, return_tensors="pt"
+            queries,
+            documents,
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         batch["labels"] = torch.tensor([label for g in groups for label in g["labels"]], dtype=torch.float32)
         return batch

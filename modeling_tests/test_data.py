@@ -65,7 +65,8 @@ def test_beir_readers_match_provenance():
     assert max(g for docs in dl19.qrels.values() for g in docs.values()) == 3  # graded judgments survive
 
     small = test.restrict(max_queries=2, top_k=5)
-    assert list(small.queries) == sorted(test.queries, key=int)[:2] and all(len(c) == 5 for c in small.candidates.values())
+    assert list(small.queries) == sorted(test.queries, key=int)[:2]
+    assert all(len(c) == 5 for c in small.candidates.values())
 
 
 def test_not_a_beir_folder(tmp_path):

@@ -1,0 +1,207 @@
+"""Task metrics, the Trainer fine-tuning entry points, the examples and `gemma-encoder evaluate` end to end.
+
+Trainer paths run on a tiny random GemmaEncoder with the real Gemma tokenizer (fast); the evaluate command runs on
+the real Gemma 3 270M (`real_encoder_dir`) over 16 SST-2 rows and 2 SciFact queries x 5 candidates.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ranx import Qrels, Run, evaluate
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from transformers import AutoTokenizer
+
+from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForRanking, GemmaEncoderForSequenceClassification, cli
+from gemma_encoder_hf import data
+from gemma_encoder_hf.evaluation import predict_logits, ranking_metrics, task_metrics
+from gemma_encoder_hf.training import RankingCollator, TrainingConfig, build_optimizer, finetune_classifier
+from gemma_encoder_hf.training import finetune_reranker
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT = data.DEFAULT_DATA_ROOT
+pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_classification_metrics_match_sklearn():
+    labels = np.array([1, 0, 1, 1, 0, 0, 1, 0])
+    logits = np.array([[0, 1], [1, 0], [1, 0], [0, 2], [0, 1], [3, 0], [0, 1], [1, 0]], dtype=np.float32)
+    predicted = logits.argmax(-1)
+    sst2 = task_metrics(data.get_task("sst2"), logits, labels)
+    assert sst2 == {"accuracy": 0.75, "f1": pytest.approx(f1_score(labels, predicted))}
+    cola = task_metrics(data.get_task("cola"), logits, labels)
+    assert cola["matthews_correlation"] == pytest.approx(matthews_corrcoef(labels, predicted)) == pytest.approx(0.5)
+    assert cola["accuracy"] == accuracy_score(labels, predicted)
+
+
+def test_regression_metrics():
+    stsb = data.get_task("stsb")
+    labels = np.array([0.0, 1.0, 2.5, 4.0, 5.0])
+    assert task_metrics(stsb, (labels * 2 + 1)[:, None], labels) == {"pearson": pytest.approx(1.0),
+                                                                      "spearmanr": pytest.approx(1.0)}
+    assert task_metrics(stsb, -labels, labels)["spearmanr"] == pytest.approx(-1.0)
+    # A constant prediction has no correlation: 0, not NaN (NaN would break best-checkpoint selection).
+    assert task_metrics(stsb, np.full(5, 2.0), labels) == {"pearson": 0.0, "spearmanr": 0.0}
+
+
+def test_ranking_metrics_known_values():
+    qrels = {"q1": {"a": 1}, "q2": {"x": 2, "y": 1}}
+    run = {"q1": {"b": 3.0, "a": 2.0, "c": 1.0}, "q2": {"x": 5.0, "y": 4.0, "z": 1.0}}
+    metrics = ranking_metrics(qrels, run)
+    assert metrics["mrr@10"] == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)
+    with pytest.raises(ValueError, match="relevance judgments"):
+        ranking_metrics({"other": {"a": 1}}, run)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer entry points on a tiny random encoder with the real tokenizer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(real_encoder_dir, tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide GemmaEncoder over Gemma's real 262k vocabulary, saved with the real prepared tokenizer."""
+    out = tmp_path_factory.mktemp("tiny_encoder")
+    config = GemmaEncoderConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=16, attention_pooling_num_heads=2, max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    GemmaEncoderForSequenceClassification(config).model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(real_encoder_dir).save_pretrained(out)
+    return out
+
+
+def test_optimizer_gives_the_head_its_own_learning_rate(tiny_encoder_dir):
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2, pooling="attention")
+    optimizer = build_optimizer(model, TrainingConfig(learning_rate=1e-5, head_learning_rate=1e-3, weight_decay=0.1))
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["score.out_proj.weight"])]["lr"] == 1e-3
+    assert by_param[id(named["score.pooler.probes"])]["lr"] == 1e-3
+    assert by_param[id(named["score.pooler.probes"])]["weight_decay"] == 0.0
+    assert by_param[id(named["model.layers.0.self_attn.q_proj.weight"])]["lr"] == 1e-5
+    assert by_param[id(named["model.layers.0.self_attn.q_proj.weight"])]["weight_decay"] == 0.1
+    assert by_param[id(named["model.norm.weight"])]["weight_decay"] == 0.0
+
+
+def test_finetune_classifier_learns_and_restores_the_best_checkpoint(tiny_encoder_dir, tmp_path):
+    task = data.get_task("sst2")
+    rows = data.subsample(data.load_glue(task), 32, task, seed=0)
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, **task.model_kwargs())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    before = task_metrics(task, predict_logits(model, tokenizer, rows["text"]), np.asarray(rows["label"]))
+    config = TrainingConfig(output_dir=tmp_path, epochs=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
+                            max_length=48, freeze_embeddings=True, show_progress=False, device="cpu")
+    result = finetune_classifier(model, tokenizer, task, rows, rows, config)  # fits its own training rows
+    assert set(result.metrics) == {"accuracy", "f1", "loss"}
+    assert result.metrics["accuracy"] >= 0.9 > before["accuracy"]
+    assert result.trainer.state.best_metric == pytest.approx(result.metrics["accuracy"])
+    assert not model.model.embed_tokens.weight.requires_grad
+
+
+def test_ranking_collator_and_reranker_training(tiny_encoder_dir, tmp_path):
+    train = data.load_reranking(ROOT / "scifact", "train")
+    groups = data.ranking_groups(train, 4, seed=0, max_queries=4)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    batch = RankingCollator(tokenizer, max_length=64)([groups[0], groups[1]])
+    assert batch["input_ids"].shape[0] == 8 and batch["labels"].tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
+    first = tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    assert first.startswith("<bos>" + groups[0]["query"]) and "<eos>" in first  # pair template
+
+    model = GemmaEncoderForRanking.from_pretrained(tiny_encoder_dir, ranking_group_size=4)
+    config = TrainingConfig(output_dir=tmp_path, epochs=2, batch_size=2, max_length=64, learning_rate=1e-3,
+                            show_progress=False, device="cpu")
+    result = finetune_reranker(model, tokenizer, groups, config)
+    assert np.isfinite(result.metrics["train_loss"]) and result.trainer.state.global_step > 0
+    wrong = GemmaEncoderForRanking.from_pretrained(tiny_encoder_dir, ranking_group_size=8)
+    with pytest.raises(ValueError, match="ranking_group_size=8"):
+        finetune_reranker(wrong, tokenizer, groups, config)
+
+
+def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir, tmp_path):
+    """The example carves the validation split; `gemma-encoder evaluate` with the same seed re-scores those rows."""
+    out = tmp_path / "rte"
+    command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
+               str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
+               "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out)]
+    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    record = json.loads((out / "results.json").read_text())
+    assert record["task"] == "rte" and record["dataset"]["split"] == "validation(seed=0)"
+    assert record["config"]["attention"] == "bidirectional" and record["metrics"]["eval_examples"] == 12
+
+    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-examples", "12", "--max-length", "48",
+                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())
+    assert again["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+    assert set(again) == {"model", "task", "dataset", "metrics", "config"}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# `gemma-encoder evaluate` on the real Gemma 3 270M
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_cli_sst2_real_model(real_encoder_dir, tmp_path):
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification.from_pretrained(real_encoder_dir, num_labels=2)
+    model.save_pretrained(tmp_path / "clf")
+    tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
+    tokenizer.save_pretrained(tmp_path / "clf")
+
+    assert cli.main(["evaluate", str(tmp_path / "clf"), "--task", "sst2", "--max-examples", "16", "--device", "cpu",
+                     "--out", str(tmp_path / "sst2.json")]) == 0
+    record = json.loads((tmp_path / "sst2.json").read_text())
+    assert record["dataset"] == {"name": "sst2", "split": "validation(seed=0)", "path": str(ROOT / "sst2/train.tsv")}
+    assert record["config"]["model_type"] == "gemma_encoder" and record["metrics"]["num_examples"] == 16
+
+    # Independent check: the same 16 rows scored one at a time (no padding, no length sorting).
+    task = data.get_task("sst2")
+    _, val = data.train_validation_split(data.load_glue(task), task, seed=0)
+    rows = data.subsample(val, 16, task, seed=0)
+    model.eval()
+    with torch.inference_mode():
+        predicted = [int(model(**tokenizer(t, return_tensors="pt")).logits.argmax(-1)) for t in rows["text"]]
+    assert record["metrics"]["accuracy"] == pytest.approx(accuracy_score(rows["label"], predicted))
+
+
+def test_evaluate_cli_rerank_real_model(real_encoder_dir, tmp_path):
+    torch.manual_seed(0)
+    GemmaEncoderForRanking.from_pretrained(real_encoder_dir).save_pretrained(tmp_path / "ranker")
+    AutoTokenizer.from_pretrained(real_encoder_dir).save_pretrained(tmp_path / "ranker")
+    assert cli.main(["evaluate", str(tmp_path / "ranker"), "--rerank", str(ROOT / "scifact"), "--max-queries", "2",
+                     "--top-k", "5", "--max-length", "128", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    metrics = record["metrics"]
+    assert record["task"] == "rerank" and metrics["num_queries"] == 2 and metrics["top_k"] == 5
+
+    subset = data.load_reranking(ROOT / "scifact", "test").restrict(2, 5)
+    qrels = Qrels(subset.qrels)
+    bm25 = Run({q: dict(c) for q, c in subset.candidates.items()})
+    assert metrics["bm25_ndcg@10"] == pytest.approx(evaluate(qrels, bm25, "ndcg@10"))
+    # Re-score each pair alone: the reranker's metrics must come from these scores.
+    model = GemmaEncoderForRanking.from_pretrained(tmp_path / "ranker").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ranker")
+    with torch.inference_mode():
+        run = {q: {d: float(model(**tokenizer(subset.queries[q], subset.corpus[d], truncation=True, max_length=128,
+                                              return_tensors="pt")).logits[0, 0]) for d, _ in cands}
+               for q, cands in subset.candidates.items()}
+    assert metrics["ndcg@10"] == pytest.approx(evaluate(qrels, Run(run), "ndcg@10"))
+    assert metrics["mrr@10"] == pytest.approx(evaluate(qrels, Run(run), "mrr@10"))
+
+
+def test_evaluate_cli_errors(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path), "--task", "sst2", "--rerank", str(tmp_path)]) == 2
+    assert "exactly one of --task" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path), "--rerank", str(tmp_path)]) == 2
+    assert "not a BEIR folder" in capsys.readouterr().err
