@@ -33,7 +33,8 @@ TASKS = {
     "GemmaEncoderForMaskedLM": ("fill-mask", "masked-token prediction (encoder adaptation of the decoder)"),
 }
 
-# Task names of our results files -> (Hub dataset id, config, readable name).
+# Task names (GLUE) or dataset names (reranking folders, whose records say task="rerank") of our results files ->
+# (Hub dataset id, config, readable name).
 KNOWN_DATASETS = {
     "sst2": ("nyu-mll/glue", "sst2", "GLUE SST-2"),
     "cola": ("nyu-mll/glue", "cola", "GLUE CoLA"),
@@ -42,7 +43,7 @@ KNOWN_DATASETS = {
     "stsb": ("nyu-mll/glue", "stsb", "GLUE STS-B"),
     "qnli": ("nyu-mll/glue", "qnli", "GLUE QNLI"),
     "scifact": ("BeIR/scifact", None, "BEIR SciFact (BM25 top-100 reranking)"),
-    "msmarco-dl19": ("microsoft/ms_marco", None, "TREC DL 2019 passages (BM25 top-100 reranking)"),
+    "msmarco-dl19-subset": ("microsoft/ms_marco", None, "TREC DL 2019 passages, subset (BM25 top-100 reranking)"),
 }
 
 GENERATIONS = {"gemma": "Gemma 1", "gemma2": "Gemma 2", "gemma3_text": "Gemma 3 (text)"}
@@ -97,7 +98,8 @@ def eval_results(records: Sequence[dict], task_type: str) -> list[EvalResult]:
         record = _check_record(record, "results")
         task = record["task"]
         dataset = record["dataset"]
-        dataset_id, dataset_config, pretty = KNOWN_DATASETS.get(task, (dataset["name"], None, dataset["name"]))
+        known = KNOWN_DATASETS.get(task) or KNOWN_DATASETS.get(dataset["name"])
+        dataset_id, dataset_config, pretty = known or (dataset["name"], None, dataset["name"])
         for metric, value in record["metrics"].items():
             results.append(
                 EvalResult(

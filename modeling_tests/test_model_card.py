@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
 from gemma_encoder_hf.cli import main as cli_main
-from gemma_encoder_hf.model_card import TASKS, build_model_card, load_results, write_model_card
+from gemma_encoder_hf.model_card import TASKS, build_model_card, eval_results, load_results, write_model_card
 from gemma_encoder_hf.modeling_gemma_encoder import GemmaEncoderModel, served_model_classes
 
 # The record `gemma-encoder evaluate --out` writes (gemma_encoder_hf.evaluation.results_record).
@@ -125,6 +125,16 @@ def test_malformed_results_are_refused(record, message, tmp_path, capsys):
     GemmaEncoderModel(tiny_config()).save_pretrained(tmp_path / "model")
     assert cli_main(["card", str(tmp_path / "model"), "--results", str(path)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_reranking_records_link_their_dataset():
+    """`gemma-encoder evaluate --rerank` writes task="rerank" and the folder name as the dataset."""
+    record = {"task": "rerank", "dataset": {"name": "scifact", "split": "test"}, "metrics": {"ndcg@10": 0.71234}}
+    (result,) = eval_results([record], "text-ranking")
+    assert (result.task_type, result.dataset_type, result.dataset_split) == ("text-ranking", "BeIR/scifact", "test")
+    assert (result.metric_type, result.metric_value) == ("ndcg@10", 0.7123)
+    (unknown,) = eval_results([{"task": "rerank", "dataset": "my-set", "metrics": {"mrr@10": 0.5}}], "text-ranking")
+    assert (unknown.dataset_type, unknown.dataset_name) == ("my-set", "my-set")
 
 
 def test_card_refuses_non_gemma_encoder_config():
