@@ -16,7 +16,8 @@ Your own data (TSV/CSV/JSONL; a pair column makes it a pair task, `<bos> text <e
 A Hub dataset (when online): --hub-dataset nyu-mll/glue --hub-config sst2 --text-column sentence
 
 The validation split is carved from the training pool with --split-seed (stratified), so
-`gemma-encoder evaluate OUTPUT_DIR/model --task sst2 --split-seed 0` scores the same rows again.
+`gemma-encoder evaluate OUTPUT_DIR/model --task sst2 --split-seed 0 [--max-examples N]` scores the same rows again
+(pass the same N as --eval-examples).
 The model goes to OUTPUT_DIR/model and the results JSON (the model-card format) to OUTPUT_DIR/results.json.
 """
 
