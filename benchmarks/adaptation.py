@@ -58,7 +58,8 @@ def encoder_dir(work_dir: Path) -> Path:
 def native_dir(work_dir: Path) -> Path:
     """The same GGUF as transformers' own decoder checkpoint (it refuses to save a GGUF-loaded model, so the tensors
     are written directly; the tied LM head is the embedding and is left out). The config loses its GGUF
-    `quantization_config`: the tensors are dequantised fp32, and the Trainer refuses to fine-tune a "quantized" model."""
+    `quantization_config`: the tensors are dequantised fp32, and the Trainer refuses to fine-tune a "quantized"
+    model."""
     out = work_dir / "native"
     if not (out / "model.safetensors").exists():
         from safetensors.torch import save_file
@@ -88,14 +89,6 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
     out = args.work_dir / name
     if not (out / "adaptation.json").exists():
         texts = task_texts if corpus == "task" else default_corpus(args.data)
-        lora = False
-        if args.adapt_lora_rank:
-            from peft import LoraConfig
-
-            from gemma_encoder_hf.adaptation import DEFAULT_LORA_TARGETS
-
-            rank = args.adapt_lora_rank
-            lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=list(DEFAULT_LORA_TARGETS))
         adapt(
             encoder_dir(args.work_dir),
             texts,
@@ -106,7 +99,7 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
             learning_rate=args.adapt_lr,
             batch_size=args.batch_size,
             max_length=args.max_length,
-            lora=lora,
+            lora=args.adapt_lora_rank,
             seed=0,
             use_cpu=args.device == "cpu",
         )
@@ -246,7 +239,8 @@ def report(paths: list[Path]) -> str:
     for task in sorted({r["task"] for r in records}):
         rows = [r for r in records if r["task"] == task]
         sizes = sorted({r["size"] for r in rows}, key=lambda s: float("inf") if s == "full" else int(s))
-        lines += [f"\n{task} accuracy (mean over seeds, [min-max], n seeds)\n", "| variant | " + " | ".join(sizes) + " |"]
+        lines.append(f"\n{task} accuracy (mean over seeds, [min-max], n seeds)\n")
+        lines.append("| variant | " + " | ".join(sizes) + " |")
         lines.append("|---" * (len(sizes) + 1) + "|")
         for variant in VARIANTS:
             cells = []

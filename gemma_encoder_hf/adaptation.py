@@ -192,13 +192,20 @@ def masking_collator(
     )
 
 
-def _trainable_setup(model: GemmaEncoderForMaskedLM, lora, train_embeddings: bool):
-    """Freeze the tied embedding/head unless asked, or wrap the model with LoRA; returns the model to train."""
-    if lora:
-        from peft import LoraConfig, get_peft_model
+def lora_config(rank: int = 16):
+    """The default adaptation LoRA: every projection of the block, alpha = 2 x rank, dropout 0.05."""
+    from peft import LoraConfig
 
-        if lora is True:
-            lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(DEFAULT_LORA_TARGETS))
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=list(DEFAULT_LORA_TARGETS))
+
+
+def _trainable_setup(model: GemmaEncoderForMaskedLM, lora, train_embeddings: bool):
+    """Freeze the tied embedding/head unless asked, or wrap the model with LoRA; returns (model to train, rank)."""
+    if lora:
+        from peft import get_peft_model
+
+        if lora is True or isinstance(lora, int):
+            lora = lora_config() if lora is True else lora_config(lora)
         return get_peft_model(model, lora), lora.r
     # The embedding is 63% of Gemma 3 270M's weights and doubles as the output head: freezing it keeps the
     # vocabulary geometry both directions rely on and makes a full-weight step markedly cheaper.
@@ -244,7 +251,7 @@ def adapt(
         steps: optimizer steps (one batch of `batch_size` texts each; the texts are cycled as needed).
         learning_rate: peak learning rate of a linear warmup + linear decay schedule.
         batch_size / max_length: texts per step, and tokens per text (longer texts are truncated).
-        lora: `False` (train all backbone weights), `True` (rank-16 LoRA on every projection), or a
+        lora: `False` or 0 (train all backbone weights), `True` (rank-16 LoRA on every projection), a rank, or a
             `peft.LoraConfig`. LoRA weights are merged before saving, so the result is a plain encoder.
         train_embeddings: also train the tied input embedding / output head (full-weight mode only).
         attention: the attention the encoder is adapted (and later used) with.

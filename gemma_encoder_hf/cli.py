@@ -58,15 +58,6 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         texts = [t for path in args.text for t in read_texts(path, args.column)]
     else:
         texts = default_corpus(args.data) if args.data else default_corpus()
-    lora = args.lora_rank > 0
-    if lora:
-        from peft import LoraConfig
-
-        from .adaptation import DEFAULT_LORA_TARGETS
-
-        lora = LoraConfig(
-            r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.05, target_modules=list(DEFAULT_LORA_TARGETS)
-        )
     out = adapt(
         args.source,
         texts,
@@ -78,7 +69,7 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         learning_rate=args.lr,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        lora=lora,
+        lora=args.lora_rank,
         train_embeddings=args.train_embeddings,
         seed=args.seed,
         use_cpu=args.cpu,

@@ -140,7 +140,9 @@ def test_adapt_cli_end_to_end_on_real_270m(real_encoder_dir, tmp_path):
     assert record["steps"] == 2 and record["num_texts"] == 4 and record["objective"] == "mntp"
     assert record["mean_loss"] > 0
 
-    classifier, info = GemmaEncoderForSequenceClassification.from_pretrained(out, num_labels=2, output_loading_info=True)
+    classifier, info = GemmaEncoderForSequenceClassification.from_pretrained(
+        out, num_labels=2, output_loading_info=True
+    )
     assert not [k for k in info["missing_keys"] if not k.startswith("score.")]
     assert classifier.config.masked_lm_objective == "mntp"
     before = load_file(real_encoder_dir / "model.safetensors")
