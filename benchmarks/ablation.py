@@ -163,7 +163,8 @@ def native_base_dir(cache_dir: Path) -> Path:
         missing = model.load_state_dict(state, strict=False).missing_keys
         if [k for k in missing if not k.startswith("score.")]:
             raise RuntimeError(f"native classifier is missing backbone weights: {missing[:3]}")
-        model.save_pretrained(target)
+        # Without the (random) head: each run builds its own, sized by its num_labels and seeded by its seed.
+        model.save_pretrained(target, state_dict={k: v for k, v in model.state_dict().items() if k.startswith("model.")})
     return target
 
 
