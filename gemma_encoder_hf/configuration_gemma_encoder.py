@@ -217,6 +217,19 @@ class GemmaEncoderConfig(PreTrainedConfig):
             )
         _check_range("rope_scaling_factor", self.rope_scaling_factor, 1e-6)
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "GemmaEncoderConfig":
+        """Refuse a config of another model type. transformers only logs a warning there, and the checkpoint's weights
+        would then partly load by name (`q_proj`, `mlp.up_proj`, norms) under Gemma's conventions: wrong numbers."""
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"This config has model_type {model_type!r}, not {cls.model_type!r}: it is not a GemmaEncoder "
+                "checkpoint. Convert a Gemma 1/2/3 decoder with GemmaEncoderModel.from_decoder(path) (or "
+                "`gemma-encoder convert`); other architectures are not supported."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def rope_base_for(self) -> dict[str, float]:
         """RoPE base per layer type."""

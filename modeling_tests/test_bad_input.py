@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, pipeline
+from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification, pipeline
 
 from gemma_encoder_hf import (
     GemmaEncoderConfig,
@@ -239,6 +239,14 @@ def test_from_decoder_rejects_an_unsupported_model_type(tmp_path):
     )
     with pytest.raises(ValueError, match=r"Unsupported decoder model_type 'llama'.*'gemma', 'gemma2', 'gemma3_text'"):
         GemmaEncoderModel.from_decoder(tmp_path)
+
+
+def test_from_pretrained_rejects_a_checkpoint_of_another_model_type(tmp_path):
+    """transformers only warns here, and a Llama checkpoint's q_proj/mlp/norm weights would load by name."""
+    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"model_type 'llama', not 'gemma_encoder'.*from_decoder"):
+        GemmaEncoderForSequenceClassification.from_pretrained(tmp_path)
 
 
 def write_gguf(path: Path, architecture: str) -> Path:
