@@ -5,6 +5,7 @@ tokenizer (its 262k vocabulary makes the embedding the largest part, ~8M paramet
 """
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -57,6 +58,14 @@ def tokenizer(real_encoder_dir):
     return AutoTokenizer.from_pretrained(real_encoder_dir)
 
 
+@pytest.fixture(scope="module")
+def tokenizer_files(tokenizer, tmp_path_factory):
+    """The tokenizer saved once; each model folder gets a copy (serialising its 262k vocabulary is the slow part)."""
+    path = tmp_path_factory.mktemp("tokenizer")
+    tokenizer.save_pretrained(path)
+    return path
+
+
 POOLINGS = {
     "mean": dict(pooling="mean"),
     "first-2": dict(pooling="first", pooling_k=2),
@@ -67,11 +76,11 @@ POOLINGS = {
 
 
 @pytest.mark.parametrize("pooling", list(POOLINGS))
-def test_sentence_transformer_returns_pooler_output(pooling, tokenizer, tmp_path):
+def test_sentence_transformer_returns_pooler_output(pooling, tokenizer, tokenizer_files, tmp_path):
     torch.manual_seed(0)
     model = GemmaEncoderModel(tiny_config(tokenizer, **POOLINGS[pooling])).eval()
     model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    shutil.copytree(tokenizer_files, tmp_path, dirs_exist_ok=True)
     module_config = json.loads((tmp_path / "sentence_bert_config.json").read_text())
     assert module_config["module_output_name"] == "sentence_embedding"
 
@@ -99,12 +108,12 @@ def test_base_encoder_without_pooler_writes_no_sentence_transformers_files(token
 
 
 @pytest.fixture(scope="module")
-def saved_ranker(tokenizer, tmp_path_factory):
+def saved_ranker(tokenizer, tokenizer_files, tmp_path_factory):
     torch.manual_seed(1)
     ranker = GemmaEncoderForRanking(tiny_config(tokenizer, pooling="attention", ranking_loss="pointwise")).eval()
     path = tmp_path_factory.mktemp("tiny_ranker")
     ranker.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    shutil.copytree(tokenizer_files, path, dirs_exist_ok=True)
     with torch.inference_mode():
         batch = tokenizer([QUERY] * len(DOCUMENTS), DOCUMENTS, padding=True, return_tensors="pt")
         logits = ranker(**batch).logits[:, 0]
