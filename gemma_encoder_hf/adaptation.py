@@ -317,7 +317,6 @@ def adapt(
 
     if lora:
         model = train_model.merge_and_unload()
-    model.model.embed_tokens.weight.requires_grad_(True)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
