@@ -308,18 +308,18 @@ def count_flops(config, batches, packed_ours: list[bool], native: bool) -> FlopC
     useful = executed = 0.0
     for batch, packed in zip(batches, packed_ours):
         mask = batch["attention_mask"]
-        lengths = mask.sum(-1).tolist()
+        lengths = [int(n) for n in mask.sum(-1).tolist()]
         padded_length = mask.shape[1]
         for layer_type in config.layer_types:
             window = attention_window(config, layer_type)
             for n in lengths:
-                useful += per_token / config.num_hidden_layers * n + attention_flops(config, n, windowed_keys(n, window))
+                layer_linear = per_token / config.num_hidden_layers * n
+                useful += layer_linear + attention_flops(config, n, windowed_keys(n, window))
                 if packed and not native:
-                    executed += per_token / config.num_hidden_layers * n + attention_flops(config, n, n)
+                    executed += layer_linear + attention_flops(config, n, n)
                 else:
-                    executed += per_token / config.num_hidden_layers * padded_length + attention_flops(
-                        config, padded_length, padded_length
-                    )
+                    padded_linear = per_token / config.num_hidden_layers * padded_length
+                    executed += padded_linear + attention_flops(config, padded_length, padded_length)
     return FlopCount(useful, executed)
 
 
@@ -431,7 +431,8 @@ def main(argv=None) -> dict:
     first_padded = next(iter(b for w in workloads.values() for b in w if not b["attention_mask"].all()), None)
     check = first_padded or next(iter(workloads.values()))[0]
     max_diff = check_same_function(ours, native, {k: v.to(device) for k, v in check.items() if k != "labels"}, dtype)
-    print(f"device: {device_name(device)}, dtype {dtype}, torch {torch.__version__}; ours == native within {max_diff:.2e}")
+    print(f"device: {device_name(device)}, dtype {dtype}, torch {torch.__version__}; "
+          f"ours == native within {max_diff:.2e}")  # fmt: skip
 
     peaks = [matmul_peak(device, dtype)]
     models = {"ours": ours, "native": native}
@@ -552,7 +553,9 @@ def render(report: dict) -> str:
         f"# {report['model']} — ours vs transformers Gemma3TextModel(use_bidirectional_attention=True)",
         "",
         f"{report['date']} · {report['device']} · {report['dtype']} · torch {report['torch']} · attention: ours "
-        f"{report['attn_implementation']['ours']}, native sdpa{' · layers torch.compiled' if report['compiled_layers'] else ''} · same weights (max |diff| "
+        f"{report['attn_implementation']['ours']}, native sdpa"
+        + (" · layers torch.compiled" if report["compiled_layers"] else "")
+        + " · same weights (max |diff| "
         f"{report['max_abs_diff_ours_vs_native']:.1e}) · matmul peak {peak / 1e12:.3f} TFLOP/s"
         + (f" (nominal {report['nominal_peak_flops_per_s'] / 1e12:.0f})" if report["nominal_peak_flops_per_s"] else "")
         + f" · load average start/end {report['load_average_start_end'][0][0]:.1f}/"

@@ -467,7 +467,9 @@ def packed_attention(
     dropout: float,
     implementation: str,
 ) -> torch.Tensor:
-    """Attention within each text of a packed row: (1, heads, total, d) x (1, kv_heads, total, d) -> (1, total, heads, d).
+    """Attention within each text of a packed row.
+
+    Shapes: (1, heads, total, d) queries x (1, kv_heads, total, d) keys/values -> (1, total, heads, d).
 
     Backends, fastest first where they apply:
       - `flash_attention_2`: flash-attn's varlen kernel (windows and soft-capping native);
@@ -865,7 +867,10 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             masks = build_attention_masks(attention_mask, self.config)
         else:
             # Only real tokens are embedded and flow through the layers, as one (1, total) row.
-            inputs_embeds = self.embed_tokens(layout.pack(input_ids)) if inputs_embeds is None else layout.pack(inputs_embeds)
+            if inputs_embeds is None:
+                inputs_embeds = self.embed_tokens(layout.pack(input_ids))
+            else:
+                inputs_embeds = layout.pack(inputs_embeds)
             position_ids = layout.pack(position_ids)
             masks = dict.fromkeys(self.config.layer_types, layout)
         rotary = {
@@ -909,12 +914,31 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
         )
 
+    def _cuda_varlen_applies(self) -> bool:
+        """Whether `packed_attention` would take torch's varlen flash kernel on CUDA (not the per-text loop)."""
+        varlen_attn, _ = _torch_varlen_attention()
+        half = torch.is_autocast_enabled("cuda") or self.embed_tokens.weight.dtype in (torch.float16, torch.bfloat16)
+        dropout = self.config.attention_dropout if self.training else 0.0
+        return (
+            varlen_attn is not None
+            and self.config._attn_implementation == "sdpa"
+            and self.config.attn_logit_softcapping is None
+            and dropout == 0.0
+            and half
+        )
+
     def _packed_layout(
         self, attention_mask: torch.Tensor, position_ids: torch.Tensor | None
     ) -> PackedLayout | None:
         """The layout to run packed, or None to run the padded batch as it is (see `config.packed_execution`)."""
         mode = self.config.packed_execution
         packed_only = self.config._attn_implementation in ("flash_attention_2", "flex_attention")
+        if mode == "auto" and not packed_only and attention_mask.is_cuda and not self._cuda_varlen_applies():
+            # On a GPU the per-text attention loop (the packed fallback) launches kernels per text and layer and is
+            # far slower than one padded SDPA call; measured 17x slower training on an H100 (docs/performance.md).
+            # Flattened inputs (position_ids restarting inside a row) still need the packed path for correctness.
+            if position_ids is None:
+                return None
         # Without explicit position_ids a row holds one text, so a batch without padding gains nothing from packing.
         if position_ids is None and not packed_only and mode != "always":
             if mode == "never":
