@@ -89,7 +89,7 @@ def padded_batches(draw):
     return texts, input_ids, attention_mask
 
 
-@settings(max_examples=30, **COMMON)
+@settings(max_examples=60, **COMMON)
 @given(model=encoders, batch=padded_batches())
 def test_pooled_output_is_invariant_to_padding_and_finite(model, batch):
     texts, input_ids, attention_mask = batch
@@ -103,7 +103,7 @@ def test_pooled_output_is_invariant_to_padding_and_finite(model, batch):
             assert diff <= TOLERANCE, f"row {row} ({len(text)} tokens) moved by {diff:.2e} when padded"
 
 
-@settings(max_examples=15, **COMMON)
+@settings(max_examples=20, **COMMON)
 @given(model=encoders, batch=padded_batches())
 def test_eval_mode_is_deterministic(model, batch):
     _, input_ids, attention_mask = batch
