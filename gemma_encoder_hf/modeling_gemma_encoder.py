@@ -264,7 +264,12 @@ def build_attention_masks(
     structure: dict[str, torch.Tensor | None] = {"full_attention": distance >= 0 if causal else None}
     if "sliding_attention" in config.layer_types:
         window = config.sliding_window
-        if causal:
+        spans = zip(attention_window(config, "sliding_attention"), attention_window(config, "full_attention"))
+        if all(s < 0 or s >= seq - 1 or s == f for s, f in spans):
+            # A window spanning the whole sequence masks nothing beyond full attention: sharing its structure lets an
+            # unpadded bidirectional batch run SDPA with no mask at all, its fastest kernel.
+            structure["sliding_attention"] = structure["full_attention"]
+        elif causal:
             # The decoder's window: the query and the `window - 1` tokens before it (eager/sdpa semantics).
             structure["sliding_attention"] = (distance >= 0) & (distance < window)
         elif config.bidirectional_window == "split":
