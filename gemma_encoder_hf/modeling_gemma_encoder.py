@@ -158,7 +158,7 @@ class GemmaEncoderAttention(nn.Module):
         if config.use_qk_norm:
             self.q_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
-        self.window = attention_window(config, config.layer_types[layer_idx])
+        self.layer_type = config.layer_types[layer_idx]
 
     def forward(
         self,
@@ -179,7 +179,10 @@ class GemmaEncoderAttention(nn.Module):
         dropout = self.config.attention_dropout if self.training else 0.0
         if isinstance(mask, PackedLayout):
             out = packed_attention(
-                query, key, value, mask, self.window, self.scaling, self.softcap, dropout,
+                # Read from the config on every call, like the padded masks, so editing `config.attention` or
+                # `config.bidirectional_window` on a built model applies to both paths.
+                query, key, value, mask, attention_window(self.config, self.layer_type), self.scaling, self.softcap,
+                dropout,
                 self.config._attn_implementation,
             )  # fmt: skip
             return self.o_proj(out.reshape(batch, seq, -1))

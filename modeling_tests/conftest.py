@@ -187,6 +187,9 @@ def real_native_decoder_dir(gguf_path, tmp_path_factory) -> Path:
         )
         state = {k: v.contiguous() for k, v in decoder.state_dict().items() if k != "lm_head.weight"}
         save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+        # The tensors are dequantised fp32 now; a stale `quantization_config` would make the Trainer refuse the model.
+        if hasattr(decoder.config, "quantization_config"):
+            del decoder.config.quantization_config
         decoder.config.save_pretrained(out)
 
     return _cached_dir("gemma3-270m-native", tmp_path_factory, build)

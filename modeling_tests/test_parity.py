@@ -68,3 +68,16 @@ def test_attention_implementation_can_be_switched(tiny_decoder_dirs):
     assert model.config._attn_implementation == "eager"
     model.set_attn_implementation("sdpa")
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_editing_the_attention_knobs_of_a_built_model_applies_to_every_path(tiny_decoder_dirs):
+    input_ids, attention_mask = random_batch(128, batch=3, seq=14)
+    expected = _ours_hidden(tiny_decoder_dirs["gemma3"], "sdpa", input_ids, attention_mask, attention="causal")
+    model = GemmaEncoderModel.from_decoder(tiny_decoder_dirs["gemma3"]).eval()
+    model.config.attention = "causal"
+    real = attention_mask.bool()
+    for packed in ("never", "always"):
+        model.config.packed_execution = packed
+        with torch.inference_mode():
+            actual = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        assert (expected[real] - actual[real]).abs().max() <= TOLERANCE, packed
