@@ -1255,6 +1255,10 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
             if mntp:
                 labels = labels.clone()
                 labels[:, 0] = -100
+                if position_ids is not None:
+                    # A caller-flattened row starts a new text where position_ids restart: its first token has no
+                    # predecessor in its own text, so it is no MNTP target either.
+                    labels.masked_fill_(position_ids.to(labels.device).expand_as(labels) == 0, -100)
             selected = labels != -100
             logits = self._vocab_logits(hidden_states[selected])
             if selected.any():

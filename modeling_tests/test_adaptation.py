@@ -76,6 +76,22 @@ def test_mntp_and_mlm_loss_on_hand_made_labels(tiny_decoder_dirs):
         GemmaEncoderConfig(masked_lm_objective="clm")
 
 
+def test_mntp_never_predicts_across_texts_of_a_flattened_row(tiny_decoder_dirs):
+    """Two texts flattened into one row (position_ids restart) give the loss of the same texts as a padded batch."""
+    model = GemmaEncoderForMaskedLM.from_decoder(tiny_decoder_dirs["gemma3"]).eval()
+    first, second = torch.randint(3, 128, (7,)), torch.randint(3, 128, (5,))
+    padded = torch.zeros(2, 7, dtype=torch.long)
+    padded[0], padded[1, :5] = first, second
+    mask = (padded != 0).long()
+    labels = padded.masked_fill(mask == 0, -100)
+    flat = torch.cat([first, second])[None]
+    positions = torch.cat([torch.arange(7), torch.arange(5)])[None]
+    with torch.inference_mode():
+        expected = model(input_ids=padded, attention_mask=mask, labels=labels).loss
+        actual = model(input_ids=flat, position_ids=positions, labels=flat.clone()).loss
+    assert torch.allclose(actual, expected, atol=1e-5), (actual, expected)
+
+
 def test_masking_collator_uses_mask_token_and_spares_special_tokens(tokenizer):
     collator = masking_collator(tokenizer, mask_rate=0.5, masking="mask", seed=0)
     originals = [tokenizer(t)["input_ids"] for t in TEXTS]
