@@ -60,6 +60,26 @@ def tiny_decoder_config(generation: str, **overrides):
     raise ValueError(generation)
 
 
+def tiny_encoder_config(**overrides) -> "gemma_encoder_hf.GemmaEncoderConfig":
+    """A tiny random-weight GemmaEncoderConfig (one sliding and one full layer), for tests where real weights and
+    the Gemma tokenizer do not matter."""
+    fields = dict(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=64,
+        attention_pooling_num_heads=2,
+    )
+    return gemma_encoder_hf.GemmaEncoderConfig(**{**fields, **overrides})
+
+
 DECODER_CLASSES = {"gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3": Gemma3ForCausalLM}
 
 

@@ -9,30 +9,16 @@ import argparse
 from pathlib import Path
 
 import torch
+from conftest import tiny_encoder_config
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.training_args import ParallelMode
 
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import GemmaEncoderForSequenceClassification
 
 
 def tiny_classifier() -> GemmaEncoderForSequenceClassification:
-    config = GemmaEncoderConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-        sliding_window=4,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=64,
-        pooling="attention",
-        attention_pooling_num_heads=2,
-        num_labels=2,
-    )
+    config = tiny_encoder_config(pooling="attention", num_labels=2)
     return GemmaEncoderForSequenceClassification(config)
 
 

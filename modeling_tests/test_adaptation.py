@@ -5,13 +5,18 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DECODER_CLASSES, GENERATIONS, random_batch
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-from conftest import DECODER_CLASSES, GENERATIONS, random_batch
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForMaskedLM, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import (
+    GemmaEncoderConfig,
+    GemmaEncoderForMaskedLM,
+    GemmaEncoderForSequenceClassification,
+)
 from gemma_encoder_hf.adaptation import adapt, masking_collator, read_texts
 from gemma_encoder_hf.cli import main as cli_main
+
 
 @pytest.fixture(scope="module")
 def tokenizer(real_encoder_dir):

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification, pipeline
+from conftest import tiny_encoder_config
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    pipeline,
+)
 
 from gemma_encoder_hf import (
     GemmaEncoderConfig,
@@ -20,23 +26,12 @@ from gemma_encoder_hf import (
     GemmaEncoderModel,
 )
 
-TINY = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    query_pre_attn_scalar=16,
-    max_position_embeddings=32,
-    sliding_window=4,
-    layer_types=["sliding_attention", "full_attention"],
-)
+# The sizes these tests reason about (vocabulary bounds, trained positions); the rest is conftest's tiny encoder.
+TINY = dict(vocab_size=64, max_position_embeddings=32)
 
 
 def tiny_config(**overrides) -> GemmaEncoderConfig:
-    return GemmaEncoderConfig(**{**TINY, **overrides})
+    return tiny_encoder_config(**{**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +212,7 @@ def test_num_labels_mismatch_on_load(tiny_classifier_dir, classifier):
     model = GemmaEncoderForSequenceClassification.from_pretrained(
         tiny_classifier_dir, num_labels=5, ignore_mismatched_sizes=True
     )
-    assert model.score.out_proj.weight.shape == (5, TINY["hidden_size"])
+    assert model.score.out_proj.weight.shape == (5, model.config.hidden_size)
     assert torch.equal(model.score.dense.weight, classifier.score.dense.weight)
     for (name, loaded), original in zip(model.model.state_dict().items(), classifier.model.state_dict().values()):
         assert torch.equal(loaded, original), name

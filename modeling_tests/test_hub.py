@@ -17,16 +17,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_encoder_config
+from hub_server import HubServer, client_pointed_at
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import gemma_encoder_hf
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import (
+    GemmaEncoderConfig,
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+)
 from gemma_encoder_hf.modeling_gemma_encoder import served_model_classes
-from hub_server import HubServer, client_pointed_at
-
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 PACKAGE_DIR = Path(gemma_encoder_hf.__file__).parent
@@ -58,19 +62,7 @@ BLOCK_PACKAGE = textwrap.dedent(
 
 
 def tiny_config(**overrides) -> GemmaEncoderConfig:
-    fields = dict(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        layer_types=["sliding_attention", "full_attention"],
-        sliding_window=8,
-        decoder_model_type="gemma3_text",
-    )
-    return GemmaEncoderConfig(**{**fields, **overrides})
+    return tiny_encoder_config(**{"decoder_model_type": "gemma3_text", **overrides})
 
 
 def read_tsv(task: str, limit: int) -> list[dict]:

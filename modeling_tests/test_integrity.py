@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_encoder_config
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import (
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+)
 
 TEXTS = ["a gripping, beautifully shot thriller", "dull and far too long", "ok"]
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt"}
@@ -44,21 +48,6 @@ def test_real_classifier_save_load_is_bit_identical(real_encoder_dir, real_batch
     assert torch.equal(logits_of(reloaded, real_batch), before)
 
 
-TINY = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    query_pre_attn_scalar=16,
-    max_position_embeddings=64,
-    sliding_window=4,
-    layer_types=["sliding_attention", "full_attention"],
-)
-
-
 @pytest.mark.parametrize(
     "model_class, pooling",
     [
@@ -71,8 +60,8 @@ TINY = dict(
 def test_sharded_save_load_is_bit_identical_for_every_head(model_class, pooling, tmp_path):
     """Small shards force the index + multi-file path; learned pooling parameters must survive it too."""
     torch.manual_seed(0)
-    model = model_class(GemmaEncoderConfig(**TINY, num_labels=2, **pooling)).eval()
-    input_ids = torch.randint(3, TINY["vocab_size"], (3, 9), generator=torch.Generator().manual_seed(1))
+    model = model_class(tiny_encoder_config(num_labels=2, **pooling)).eval()
+    input_ids = torch.randint(3, model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(1))
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     batch["attention_mask"][0, :4] = 0
     before = logits_of(model, batch)

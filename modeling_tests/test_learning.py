@@ -4,7 +4,10 @@ import pytest
 import torch
 from test_pooling import POOLINGS
 
-from gemma_encoder_hf import GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import (
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+)
 
 
 def _separable_problem(n: int = 48, seq: int = 10, seed: int = 0):

@@ -8,13 +8,27 @@ import sys
 import textwrap
 
 import pytest
+from conftest import tiny_encoder_config
 from huggingface_hub import ModelCard
 from transformers import AutoTokenizer
 
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import (
+    GemmaEncoderConfig,
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+)
 from gemma_encoder_hf.cli import main as cli_main
-from gemma_encoder_hf.model_card import TASKS, build_model_card, eval_results, load_results, write_model_card
-from gemma_encoder_hf.modeling_gemma_encoder import GemmaEncoderModel, served_model_classes
+from gemma_encoder_hf.model_card import (
+    TASKS,
+    build_model_card,
+    eval_results,
+    load_results,
+    write_model_card,
+)
+from gemma_encoder_hf.modeling_gemma_encoder import (
+    GemmaEncoderModel,
+    served_model_classes,
+)
 
 # The record `gemma-encoder evaluate --out` writes (gemma_encoder_hf.evaluation.results_record).
 SST2_RESULTS = {
@@ -27,19 +41,9 @@ SST2_RESULTS = {
 
 
 def tiny_config(**overrides) -> GemmaEncoderConfig:
-    fields = dict(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        layer_types=["sliding_attention", "full_attention"],
-        sliding_window=8,
-        decoder_model_type="gemma3_text",
-    )
-    return GemmaEncoderConfig(**{**fields, **overrides})
+    # The card's settings rows below spell out the width and pooling heads set here.
+    fields = {"decoder_model_type": "gemma3_text", "hidden_size": 64, "attention_pooling_num_heads": 4}
+    return tiny_encoder_config(**{**fields, **overrides})
 
 
 def front_matter(path) -> dict:

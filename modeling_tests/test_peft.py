@@ -7,7 +7,12 @@ adapter file carries, that reloading reproduces the trained model), which real w
 import pytest
 import torch
 from conftest import random_batch
-from peft import AutoPeftModelForSequenceClassification, LoraConfig, PeftModel, get_peft_model
+from peft import (
+    AutoPeftModelForSequenceClassification,
+    LoraConfig,
+    PeftModel,
+    get_peft_model,
+)
 from peft.tuners.lora import LoraLayer
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification, GemmaEncoderModel

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import tiny_encoder_config
 from sentence_transformers import CrossEncoder, SentenceTransformer
 from transformers import AutoTokenizer
 
@@ -35,21 +36,8 @@ DOCUMENTS = [
 
 
 def tiny_config(tokenizer, **overrides) -> GemmaEncoderConfig:
-    return GemmaEncoderConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-        sliding_window=4,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=512,
-        attention_pooling_num_heads=2,
-        classifier_dropout=0.0,
-        **overrides,
+    return tiny_encoder_config(
+        vocab_size=len(tokenizer), max_position_embeddings=512, classifier_dropout=0.0, **overrides
     )
 
 

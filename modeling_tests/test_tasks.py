@@ -16,11 +16,21 @@ from ranx import Qrels, Run, evaluate
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import AutoTokenizer
 
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForRanking, GemmaEncoderForSequenceClassification, cli
-from gemma_encoder_hf import data
+from gemma_encoder_hf import (
+    GemmaEncoderConfig,
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+    cli,
+    data,
+)
 from gemma_encoder_hf.evaluation import predict_logits, ranking_metrics, task_metrics
-from gemma_encoder_hf.training import RankingCollator, TrainingConfig, build_optimizer, finetune_classifier
-from gemma_encoder_hf.training import finetune_reranker
+from gemma_encoder_hf.training import (
+    RankingCollator,
+    TrainingConfig,
+    build_optimizer,
+    finetune_classifier,
+    finetune_reranker,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = data.DEFAULT_DATA_ROOT
