@@ -82,7 +82,7 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
     """An adapted encoder for `corpus` ("task" or "generic"), built on first use; returns (folder, its record)."""
     name = (
         f"adapted-{args.task if corpus == 'task' else 'generic'}-{args.objective}-{args.adapt_steps}steps"
-        f"-lr{args.adapt_lr}-mask{args.mask_rate}"
+        f"-lr{args.adapt_lr}-mask{args.mask_rate}-bs{args.adapt_batch_size}-len{args.adapt_max_length}"
     )
     if args.adapt_lora_rank:
         name += f"-lora{args.adapt_lora_rank}"
@@ -97,8 +97,8 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
             mask_rate=args.mask_rate,
             steps=args.adapt_steps,
             learning_rate=args.adapt_lr,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
+            batch_size=args.adapt_batch_size,
+            max_length=args.adapt_max_length,
             lora=args.adapt_lora_rank,
             seed=0,
             use_cpu=args.device == "cpu",
@@ -294,6 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--objective", default="mntp", choices=("mntp", "mlm"))
     parser.add_argument("--adapt-steps", type=int, default=300, dest="adapt_steps")
     parser.add_argument("--adapt-lr", type=float, default=5e-5, dest="adapt_lr")
+    parser.add_argument("--adapt-batch-size", type=int, default=16, dest="adapt_batch_size")
+    parser.add_argument("--adapt-max-length", type=int, default=128, dest="adapt_max_length")
     parser.add_argument("--adapt-lora-rank", type=int, default=0, dest="adapt_lora_rank")
     parser.add_argument("--mask-rate", type=float, default=0.2, dest="mask_rate")
     parser.add_argument("--report", nargs="*", type=Path, help="print the table of these results files and exit")

@@ -49,12 +49,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--batch-size", type=int, default=2, help="query groups per step")
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--head-lr", type=float, help="learning rate of the new head (default: --lr)")
+    parser.add_argument("--lr", type=float, default=TrainingConfig.learning_rate)
+    parser.add_argument("--head-lr", type=float, default=TrainingConfig.head_learning_rate,
+                        help="learning rate of the new head (pooler + MLP)")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per (query, document) pair")
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--freeze-embeddings", action="store_true")
+    parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction,
+                        default=TrainingConfig.freeze_embeddings)
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--output-dir", type=Path, help="default: runs/rerank-<dataset>")

@@ -157,6 +157,27 @@ def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir
     assert set(again) == {"model", "task", "dataset", "metrics", "config"}
 
 
+def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_dir, tmp_path):
+    """`--adapt-steps` runs the adaptation stage on every text of the training split (both sides of a pair), never on
+    the validation rows, and fine-tunes the adapted encoder."""
+    out = tmp_path / "rte"
+    command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
+               str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
+               "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out),
+               "--adapt-steps", "2", "--adapt-batch-size", "4"]
+    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    record = json.loads((out / "adapted" / "adaptation.json").read_text())
+    task = data.get_task("rte")
+    train_pool, validation = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
+    assert record["steps"] == 2 and record["objective"] == "mntp"
+    assert record["num_texts"] == 2 * len(train_pool) == 2 * (len(data.load_glue(task, ROOT)) - len(validation))
+    adapted = GemmaEncoderForSequenceClassification.from_pretrained(out / "adapted", num_labels=2)
+    original = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(adapted.state_dict()[q], original.state_dict()[q])
+    assert json.loads((out / "results.json").read_text())["metrics"]["eval_examples"] == 12
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # `gemma-encoder evaluate` on the real Gemma 3 270M
 # ----------------------------------------------------------------------------------------------------------------------
