@@ -233,34 +233,40 @@ def run(args: argparse.Namespace) -> None:
 
 
 def report(paths: list[Path]) -> str:
-    """A markdown table: mean (and spread over seeds) of accuracy per task, size and variant."""
+    """Markdown tables per task and metric (accuracy, plus the task's main metric when it differs): mean over seeds,
+    [min-max] and the number of seeds, per size and variant; then what each adaptation cost."""
     records = [r for p in paths for r in load_results(p).values()]
     lines = []
     for task in sorted({r["task"] for r in records}):
         rows = [r for r in records if r["task"] == task]
         sizes = sorted({r["size"] for r in rows}, key=lambda s: float("inf") if s == "full" else int(s))
-        lines.append(f"\n{task} accuracy (mean over seeds, [min-max], n seeds)\n")
-        lines.append("| variant | " + " | ".join(sizes) + " |")
-        lines.append("|---" * (len(sizes) + 1) + "|")
-        for variant in VARIANTS:
-            cells = []
-            for size in sizes:
-                accs = [r["metrics"]["accuracy"] for r in rows if r["variant"] == variant and r["size"] == size]
-                if not accs:
-                    cells.append("")
-                elif len(accs) == 1:
-                    cells.append(f"{accs[0]:.3f} (1)")
-                else:
-                    cells.append(f"{statistics.mean(accs):.3f} [{min(accs):.3f}-{max(accs):.3f}] ({len(accs)})")
-            if any(cells):
-                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    adaptations = {json.dumps(r["model"]["adaptation"], sort_keys=True) for r in records if "adaptation" in r["model"]}
-    for item in sorted(adaptations):
-        a = json.loads(item)
+        metrics = dict.fromkeys(["accuracy", get_task(task).main_metric])
+        for metric in metrics:
+            lines.append(f"\n{task} {metric} (mean over seeds, [min-max], n seeds), by training examples\n")
+            lines.append("| variant | " + " | ".join(sizes) + " |")
+            lines.append("|---" * (len(sizes) + 1) + "|")
+            for variant in VARIANTS:
+                cells = []
+                for size in sizes:
+                    values = [r["metrics"][metric] for r in rows if r["variant"] == variant and r["size"] == size]
+                    if not values:
+                        cells.append("")
+                    elif len(values) == 1:
+                        cells.append(f"{values[0]:.3f} (1)")
+                    else:
+                        cells.append(f"{statistics.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}] "
+                                     f"({len(values)})")
+                if any(cells):
+                    lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    adaptations = {(r["task"], r["variant"]): r["model"]["adaptation"] for r in records if "adaptation" in r["model"]}
+    if adaptations:
+        lines.append("\n| adaptation | texts | steps x batch | minutes | s/step | device | mean MNTP loss |")
+        lines.append("|---|---|---|---|---|---|---|")
+    for (task, variant), a in sorted(adaptations.items()):
+        corpus = f"{task} training split" if variant == "adapted-task" else "MS MARCO passages"
         lines.append(
-            f"\nadaptation {a['source']} {a['objective']} {a['steps']} steps x {a['batch_size']} on {a['num_texts']} "
-            f"texts ({a['device']}): {a['train_seconds'] / 60:.1f} min, {a['seconds_per_step']} s/step, "
-            f"mean loss {a['mean_loss']}"
+            f"| {a['objective']} on {corpus} ({task} runs) | {a['num_texts']} | {a['steps']} x {a['batch_size']} | "
+            f"{a['train_seconds'] / 60:.1f} | {a['seconds_per_step']} | {a['device']} | {a['mean_loss']} |"
         )
     return "\n".join(lines)
 
