@@ -56,6 +56,7 @@ def test_cli_card_has_metadata_results_and_sections(tmp_path):
         pooling="attention",
         attention_pooling_probe="kv",
         hidden_dropout=0.05,
+        classifier_dropout=0.1,
         num_labels=2,
         id2label={0: "negative", 1: "positive"},
         label2id={"negative": 0, "positive": 1},
