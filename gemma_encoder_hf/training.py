@@ -47,8 +47,8 @@ class TrainingConfig:
         eval_batch_size: examples per evaluation forward pass.
         learning_rate: backbone learning rate.
         head_learning_rate: learning rate of the new head (`score.*`: pooler and MLP); `learning_rate` when
-            unset. The defaults (5e-5 backbone, 1e-3 head) are the recipe measured in docs/adaptation.md: a freshly
-            initialised head needs a much larger step than the pretrained backbone within a short fine-tune.
+            unset. The defaults (5e-5 backbone, 1e-3 head) are the recipe measured in docs/adaptation.md; the head
+            starts from random weights, the backbone from pretrained ones, hence the larger head step.
         weight_decay: AdamW weight decay (not applied to biases and norms).
         warmup_ratio: fraction of the steps spent in linear warmup.
         max_length: tokens per example (pairs are truncated longest-first).
@@ -58,8 +58,8 @@ class TrainingConfig:
             task's main metric) at the end. Off: no evaluation during training, the final weights are kept and
             evaluated once, and nothing large is written (the CPU benchmark setting).
         freeze_embeddings: keep the 262k x hidden token embedding fixed (the default, as in every measured recipe).
-            It is 60% of Gemma 3 270M's weights, so freezing it cuts optimizer memory and step time, and a small
-            labelled set has nothing to teach a 262k-row vocabulary; set False to train it too.
+            It is 60% of Gemma 3 270M's weights, so freezing it cuts optimizer memory and step time, and most of its
+            rows never occur in a small labelled set; set False to train it too.
         gradient_checkpointing: trade compute for activation memory (long inputs, large models).
         device: "cpu", "cuda" or None (CUDA when available).
         bf16: bf16 autocast (mixed precision, fp32 master weights); None = on for CUDA with bf16 support. Never fp16:
