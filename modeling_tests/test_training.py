@@ -8,29 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_batch
+from conftest import random_batch, tiny_encoder_config
 
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderForSequenceClassification
+from gemma_encoder_hf import GemmaEncoderForSequenceClassification
 
 WORKER = Path(__file__).with_name("ddp_train_worker.py")
 
 
 def tiny_classifier(**overrides) -> GemmaEncoderForSequenceClassification:
+    """conftest's tiny encoder with a third (sliding) layer, three labels and every dropout off."""
     torch.manual_seed(0)
-    config = GemmaEncoderConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
+    config = tiny_encoder_config(
         num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-        sliding_window=4,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        max_position_embeddings=64,
         num_labels=3,
-        attention_pooling_num_heads=2,
         attention_dropout=0.0,
         hidden_dropout=0.0,
         classifier_dropout=0.0,
