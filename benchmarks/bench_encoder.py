@@ -25,6 +25,8 @@ Gemma 1/2 exists to compare against.
 """
 
 import argparse
+import ctypes
+import ctypes.util
 import functools
 import json
 import os
@@ -38,20 +40,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel
+
+from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
+from gemma_encoder_hf.modeling_gemma_encoder import attention_window
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# Peak CPU memory is read as the process' resident set size while a forward runs. glibc would keep freed large
-# blocks on its heap (its mmap threshold adapts upwards), hiding later allocations from RSS; a fixed threshold makes
-# every tensor-sized block an mmap returned to the OS on free. It must be set before the process starts.
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
-import torch  # noqa: E402
-from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel  # noqa: E402
-
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert  # noqa: E402
-from gemma_encoder_hf.modeling_gemma_encoder import attention_window  # noqa: E402
 
 # Gemma 3 1B's text tower (random weights): the "1B-class" configuration of GPU runs.
 GEMMA3_1B = dict(
@@ -226,6 +221,26 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> f
     return 2 * n**3 / best
 
 
+def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> None:
+    """Fix glibc's mmap and trim thresholds (bytes) for the blocks allocated from now on (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    libc.mallopt(m_mmap_threshold, mmap_threshold)
+    libc.mallopt(m_trim_threshold, trim_threshold)
+    libc.malloc_trim(0)
+
+
+# Timings run with freed blocks kept on the heap for reuse: the state glibc's adaptive thresholds settle in after a
+# few forward passes (its mmap threshold climbs to the largest freed block, at most 32 MiB), fixed here so that both
+# models are timed under the same allocator whatever ran before.
+TIMING_MALLOC = (32 * 2**20, 64 * 2**20)
+# Memory is read as resident set size: every tensor-sized block is then its own mapping, returned to the OS on free,
+# so RSS follows what is allocated instead of what the heap kept from earlier passes.
+MEMORY_MALLOC = (64 * 2**10, 128 * 2**10)
+
+
 class RssSampler:
     """Peak resident set size above the level at start, sampled every 0.5 ms from /proc (CPU runs)."""
 
@@ -273,8 +288,12 @@ def peak_memory(run, device: torch.device) -> int:
         torch.cuda.reset_peak_memory_stats(device)
         run()
         return torch.cuda.max_memory_allocated(device) - before
-    with RssSampler() as sampler:
-        run()
+    set_malloc_thresholds(*MEMORY_MALLOC)
+    try:
+        with RssSampler() as sampler:
+            run()
+    finally:
+        set_malloc_thresholds(*TIMING_MALLOC)
     return sampler.extra
 
 
@@ -411,6 +430,8 @@ def main(argv=None) -> dict:
     dtype = getattr(torch, args.dtype or ("float32" if device.type == "cpu" else "bfloat16"))
     args.model_dir = args.model_dir or default_model_dir()
     load_start = os.getloadavg()
+    if device.type == "cpu":
+        set_malloc_thresholds(*TIMING_MALLOC)
 
     ours = load_ours(args, device, dtype)
     native = native_twin(ours)
@@ -441,9 +462,8 @@ def main(argv=None) -> dict:
         real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         padded_tokens = sum(b["attention_mask"].numel() for b in batches)
         packed = [ours._packed_layout(b["attention_mask"].to(device), None) is not None for b in batches]
-        warmup = [{k: v[:2] for k, v in batches[0].items()}]  # two rows: first-call allocations, kernel choice
-        for model in models.values():
-            forward_pass(model, warmup, device)
+        for model in models.values():  # first-call allocations, kernel choice
+            forward_pass(model, batches[:1], device)
         times = {m: [] for m in models}
         for rep in range(args.repeats):
             order = list(models) if rep % 2 == 0 else list(models)[::-1]
