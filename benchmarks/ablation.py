@@ -183,9 +183,9 @@ def build_model(cell: str, kind: str, num_labels: int, problem_type: str | None,
         return model, tokenizer
     knobs = parse_cell(cell)
     if kind == "ranking":
-        return load_task_model(GemmaEncoderForRanking, "embedded", cache_dir=cache_dir, ranking_group_size=group_size,
-                               **knobs)
-    return load_task_model(GemmaEncoderForSequenceClassification, "embedded", cache_dir=cache_dir,
+        return load_task_model(GemmaEncoderForRanking, "embedded", cache_dir=cache_dir, seed=seed,
+                               ranking_group_size=group_size, **knobs)
+    return load_task_model(GemmaEncoderForSequenceClassification, "embedded", cache_dir=cache_dir, seed=seed,
                            num_labels=num_labels, problem_type=problem_type, **knobs)
 
 

@@ -142,7 +142,8 @@ def main() -> None:
                        batch_size=args.adapt_batch_size, seed=args.seed, use_cpu=args.device == "cpu")
         print(f"adapted on {len(texts)} unlabelled texts: {source}")
     model, tokenizer = load_task_model(
-        GemmaEncoderForSequenceClassification, source, cache_dir=args.cache_dir, **task.model_kwargs(), **knobs
+        GemmaEncoderForSequenceClassification, source, cache_dir=args.cache_dir, seed=args.seed, **task.model_kwargs(),
+        **knobs,
     )
     config = TrainingConfig(
         output_dir=output_dir / "checkpoints",

@@ -76,7 +76,7 @@ def main() -> None:
 
     model, tokenizer = load_task_model(
         GemmaEncoderForRanking, args.model, cache_dir=args.cache_dir, attention=args.attention, pooling=args.pooling,
-        ranking_loss=args.loss, ranking_group_size=args.group_size,
+        ranking_loss=args.loss, ranking_group_size=args.group_size, seed=args.seed,
     )
     output_dir = args.output_dir or Path("runs") / f"rerank-{train_set.name}"
     config = TrainingConfig(

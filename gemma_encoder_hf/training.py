@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 
 from .conversion import convert
@@ -52,7 +53,8 @@ class TrainingConfig:
         weight_decay: AdamW weight decay (not applied to biases and norms).
         warmup_ratio: fraction of the steps spent in linear warmup.
         max_length: tokens per example (pairs are truncated longest-first).
-        seed: seed of the head init, data order and dropout.
+        seed: seed of the data order and dropout. The Trainer applies it once the model exists, so a new head's
+            initialisation is seeded where the model is built: `load_task_model(..., seed=...)`.
         eval_strategy: "epoch", "steps" or "no"; with "steps", every `eval_steps` steps.
         checkpoints: evaluate and save a checkpoint every epoch (or `eval_steps`) and reload the best one (by the
             task's main metric) at the end. Off: no evaluation during training, the final weights are kept and
@@ -333,6 +335,7 @@ def load_task_model(
     source: str | Path = "embedded",
     *,
     cache_dir: str | Path = "runs/converted",
+    seed: int | None = 0,
     **overrides,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A task model (`GemmaEncoderForSequenceClassification`, `...ForRanking`) and its tokenizer, from a saved
@@ -342,6 +345,11 @@ def load_task_model(
     a GGUF file, a decoder folder or Hub id) is converted once to a base encoder under `cache_dir` and reused by
     later runs (`encoder_dir`). `overrides` are config fields: task labels and encoder knobs.
     The backbone weights come from the checkpoint; the head is new unless the folder already holds this class's head.
+    A new head is drawn from `seed` (`transformers.set_seed`; pass the run's `TrainingConfig.seed`): the Trainer seeds
+    only what happens after the model exists, so without it two runs of the same command start from different heads.
+    `None` leaves the random state as it is.
     """
     folder = encoder_dir(source, cache_dir)
+    if seed is not None:
+        set_seed(seed)
     return model_class.from_pretrained(folder, **overrides), AutoTokenizer.from_pretrained(folder)

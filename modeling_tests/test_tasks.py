@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from ranx import Qrels, Run, evaluate
+from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import AutoTokenizer
 
@@ -30,6 +31,7 @@ from gemma_encoder_hf.training import (
     build_optimizer,
     finetune_classifier,
     finetune_reranker,
+    load_task_model,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,13 +141,29 @@ def test_ranking_collator_and_reranker_training(tiny_encoder_dir, tmp_path):
         finetune_reranker(wrong, tokenizer, groups, config)
 
 
+def test_load_task_model_draws_the_new_head_from_its_seed(tiny_encoder_dir):
+    def head(seed):
+        torch.rand(7)  # whatever ran before must not matter
+        model, _ = load_task_model(GemmaEncoderForSequenceClassification, tiny_encoder_dir, seed=seed, num_labels=2)
+        return model.score.out_proj.weight.detach().clone()
+
+    assert torch.equal(head(3), head(3))
+    assert not torch.equal(head(3), head(4))
+
+
 def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir, tmp_path):
-    """The example carves the validation split; `gemma-encoder evaluate` with the same seed re-scores those rows."""
+    """The example carves the validation split; `gemma-encoder evaluate` with the same seed re-scores those rows;
+    running the same command again (a new process) trains the same weights."""
+    def run_example(out):
+        command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
+                   str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
+                   "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out)]
+        subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+        return load_file(out / "model" / "model.safetensors")
+
     out = tmp_path / "rte"
-    command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
-               str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
-               "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out)]
-    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    weights, again = run_example(out), run_example(tmp_path / "rte-again")
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
     record = json.loads((out / "results.json").read_text())
     assert record["task"] == "rte" and record["dataset"]["split"] == "validation(seed=0)"
     assert record["config"]["attention"] == "bidirectional" and record["metrics"]["eval_examples"] == 12
