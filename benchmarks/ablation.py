@@ -171,8 +171,8 @@ def native_base_dir(cache_dir: Path) -> Path:
 def build_model(cell: str, kind: str, num_labels: int, problem_type: str | None, cache_dir: Path, group_size: int,
                 seed: int):
     """(model, tokenizer) of a cell for `kind` "classification" or "ranking", head initialised from `seed`."""
-    torch.manual_seed(seed)  # the head's init is part of what a seed varies
     if cell == "native":
+        torch.manual_seed(seed)  # the head's init is part of what a seed varies (load_task_model seeds ours)
         # Same tokenizer (and pair template) as the encoder cells.
         tokenizer = AutoTokenizer.from_pretrained(encoder_dir("embedded", cache_dir))
         # The native model numbers positions 0..n-1 regardless of the mask, so it must see right-padded batches.
