@@ -95,8 +95,10 @@ def test_rotary_matches_rotate_half_formula():
     x, cos, sin = _rotary_inputs()
     torch.testing.assert_close(apply_rotary(x, cos, sin), reference_rotary(x, cos, sin), rtol=1e-6, atol=1e-6)
     # A rotation keeps each (i, i + d/2) pair's norm: a wrong pairing or sign would not.
-    pairs = lambda t: t[..., :8] ** 2 + t[..., 8:] ** 2  # noqa: E731
-    torch.testing.assert_close(pairs(apply_rotary(x, cos, sin)), pairs(x), rtol=1e-5, atol=1e-5)
+    def pair_norms(t):
+        return t[..., :8] ** 2 + t[..., 8:] ** 2
+
+    torch.testing.assert_close(pair_norms(apply_rotary(x, cos, sin)), pair_norms(x), rtol=1e-5, atol=1e-5)
 
 
 def test_rotary_gradients_match_formula():
@@ -130,8 +132,12 @@ def test_feed_forward_in_chunks_matches_whole(mlp, monkeypatch):
 
 def test_feed_forward_under_autograd_is_whole_and_differentiable(mlp, monkeypatch):
     monkeypatch.setattr(modeling, "FEED_FORWARD_CHUNK_TOKENS", 8)
+    calls = []
+    original = GemmaEncoderMLP._feed_forward
+    monkeypatch.setattr(GemmaEncoderMLP, "_feed_forward", lambda self, x: calls.append(x.shape) or original(self, x))
     x = torch.randn(3, 7, mlp.gate_proj.in_features, requires_grad=True)
     mlp(x).square().sum().backward()
+    assert calls == [x.shape]
     ours = x.grad.clone(), mlp.gate_proj.weight.grad.clone()
     x.grad = None
     mlp.zero_grad()
