@@ -42,8 +42,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextForSequenceClassification
 
 from gemma_encoder_hf import GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
-from gemma_encoder_hf.conversion import embedded_gguf_path
-from gemma_encoder_hf.data import (
+from gemma_encoder_hf.integrations.conversion import embedded_gguf_path
+from gemma_encoder_hf.harness.data import (
     DEFAULT_DATA_ROOT,
     get_task,
     load_glue,
@@ -52,8 +52,8 @@ from gemma_encoder_hf.data import (
     subsample,
     train_validation_split,
 )
-from gemma_encoder_hf.evaluation import evaluate_reranker
-from gemma_encoder_hf.training import (
+from gemma_encoder_hf.harness.evaluation import evaluate_reranker
+from gemma_encoder_hf.harness.training import (
     TrainingConfig,
     encoder_dir,
     finetune_classifier,

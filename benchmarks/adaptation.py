@@ -10,7 +10,7 @@ the same for every size), for five variants of the embedded Gemma 3 270M:
     adapted-task    bidirectional after adaptation on the task's own training sentences, labels dropped
     adapted-generic bidirectional after adaptation on a generic corpus (MS MARCO passages from --data)
 
-Every run is one fine-tune (`gemma_encoder_hf.training.finetune_classifier`) with the same optimiser settings; each
+Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings; each
 result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation resumes where it
 stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100) fill the same file. Adapted
 encoders are built once per (corpus, objective, steps) and reused by every size and seed.
@@ -35,9 +35,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import gemma_encoder_hf
-from gemma_encoder_hf.adaptation import adapt, default_corpus
-from gemma_encoder_hf.data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
-from gemma_encoder_hf.training import TrainingConfig, finetune_classifier
+from gemma_encoder_hf.harness.adaptation import adapt, default_corpus
+from gemma_encoder_hf.harness.data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
+from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
 
 VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -66,7 +66,7 @@ def native_dir(work_dir: Path) -> Path:
         from safetensors.torch import save_file
         from transformers import AutoModelForCausalLM
 
-        from gemma_encoder_hf.conversion import resolve_source
+        from gemma_encoder_hf.integrations.conversion import resolve_source
 
         location, gguf_file = resolve_source("embedded")
         decoder = AutoModelForCausalLM.from_pretrained(location, gguf_file=gguf_file, dtype=torch.float32)

@@ -44,7 +44,7 @@ import torch
 from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel
 
 from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
-from gemma_encoder_hf.modeling_gemma_encoder import attention_window
+from gemma_encoder_hf.modeling.modeling_gemma_encoder import attention_window
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

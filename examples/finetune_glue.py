@@ -33,9 +33,9 @@ import json
 from pathlib import Path
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification
-from gemma_encoder_hf.adaptation import adapt
-from gemma_encoder_hf.configuration_gemma_encoder import ATTENTION_POOLING_PROBES, ATTENTION_TYPES, POOLING_TYPES
-from gemma_encoder_hf.data import (
+from gemma_encoder_hf.harness.adaptation import adapt
+from gemma_encoder_hf.modeling.configuration_gemma_encoder import ATTENTION_POOLING_PROBES, ATTENTION_TYPES, POOLING_TYPES
+from gemma_encoder_hf.harness.data import (
     DEFAULT_DATA_ROOT,
     GLUE_TASKS,
     custom_task,
@@ -46,8 +46,8 @@ from gemma_encoder_hf.data import (
     subsample,
     train_validation_split,
 )
-from gemma_encoder_hf.evaluation import results_record, write_results
-from gemma_encoder_hf.training import TrainingConfig, encoder_dir, finetune_classifier, load_task_model
+from gemma_encoder_hf.harness.evaluation import results_record, write_results
+from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, finetune_classifier, load_task_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,7 +94,7 @@ def parse_args() -> argparse.Namespace:
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     train.add_argument("--output-dir", type=Path, help="default: runs/glue-<task>")
 
-    adaptation = parser.add_argument_group("adaptation (gemma_encoder_hf.adaptation.adapt, before fine-tuning)")
+    adaptation = parser.add_argument_group("adaptation (gemma_encoder_hf.harness.adaptation.adapt, before fine-tuning)")
     adaptation.add_argument("--adapt-steps", type=int, default=0,
                             help="> 0: first run this many masked-next-token steps on the training split's texts, "
                                  "labels dropped (the adapted encoder goes to OUTPUT_DIR/adapted)")

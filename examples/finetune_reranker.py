@@ -23,10 +23,10 @@ import json
 from pathlib import Path
 
 from gemma_encoder_hf import GemmaEncoderForRanking
-from gemma_encoder_hf.configuration_gemma_encoder import ATTENTION_TYPES, POOLING_TYPES, RANKING_LOSSES
-from gemma_encoder_hf.data import DEFAULT_DATA_ROOT, load_reranking, ranking_groups
-from gemma_encoder_hf.evaluation import evaluate_reranker, results_record, write_results
-from gemma_encoder_hf.training import TrainingConfig, finetune_reranker, load_task_model
+from gemma_encoder_hf.modeling.configuration_gemma_encoder import ATTENTION_TYPES, POOLING_TYPES, RANKING_LOSSES
+from gemma_encoder_hf.harness.data import DEFAULT_DATA_ROOT, load_reranking, ranking_groups
+from gemma_encoder_hf.harness.evaluation import evaluate_reranker, results_record, write_results
+from gemma_encoder_hf.harness.training import TrainingConfig, finetune_reranker, load_task_model
 
 
 def parse_args() -> argparse.Namespace:

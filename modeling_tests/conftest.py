@@ -23,7 +23,7 @@ from transformers import (
 )
 
 import gemma_encoder_hf
-from gemma_encoder_hf import conversion
+from gemma_encoder_hf.integrations import conversion
 
 GENERATIONS = ("gemma", "gemma2", "gemma3")
 
@@ -124,7 +124,7 @@ def _cache_root() -> Path | None:
 
 
 def _code_key() -> str:
-    sources = [__file__, conversion.__file__, gemma_encoder_hf.configuration_gemma_encoder.__file__]
+    sources = [__file__, conversion.__file__, gemma_encoder_hf.modeling.configuration_gemma_encoder.__file__]
     digest = hashlib.sha256()
     for source in sources:
         digest.update(Path(source).read_bytes())

@@ -14,8 +14,8 @@ from gemma_encoder_hf import (
     GemmaEncoderForMaskedLM,
     GemmaEncoderForSequenceClassification,
 )
-from gemma_encoder_hf.adaptation import adapt, masking_collator, read_texts
-from gemma_encoder_hf.cli import main as cli_main
+from gemma_encoder_hf.harness.adaptation import adapt, masking_collator, read_texts
+from gemma_encoder_hf.harness.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_cli_convert_writes_a_ready_to_use_folder(real_encoder_dir, tmp_path):
     AutoTokenizer.from_pretrained(real_encoder_dir).save_pretrained(decoder_dir)
     out = tmp_path / "encoder"
     result = subprocess.run(
-        [sys.executable, "-m", "gemma_encoder_hf.cli", "convert", str(decoder_dir), str(out), "--task", "ranking",
+        [sys.executable, "-m", "gemma_encoder_hf.harness.cli", "convert", str(decoder_dir), str(out), "--task", "ranking",
          "--pooling", "attention", "--set", "attention_pooling_probe=kv", "--set", "ranking_group_size=4"],
         capture_output=True, text=True, check=False,
     )
@@ -98,7 +98,7 @@ def test_cli_convert_writes_a_ready_to_use_folder(real_encoder_dir, tmp_path):
 
 def test_cli_reports_bad_arguments_without_a_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "gemma_encoder_hf.cli", "convert", str(tmp_path / "missing.gguf"), str(tmp_path / "o"),
+        [sys.executable, "-m", "gemma_encoder_hf.harness.cli", "convert", str(tmp_path / "missing.gguf"), str(tmp_path / "o"),
          "--set", "pooling=max"],
         capture_output=True, text=True, check=False,
     )

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from gemma_encoder_hf import data
+from gemma_encoder_hf.harness import data
 
 ROOT = data.DEFAULT_DATA_ROOT
 needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")

@@ -29,11 +29,12 @@ from gemma_encoder_hf import (
     GemmaEncoderConfig,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    push_to_hub,
 )
-from gemma_encoder_hf.modeling_gemma_encoder import served_model_classes
+from gemma_encoder_hf.modeling.modeling_gemma_encoder import served_model_classes
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-PACKAGE_DIR = Path(gemma_encoder_hf.__file__).parent
+PACKAGE_DIR = Path(gemma_encoder_hf.__file__).parent / "modeling"
 SOURCE_FILES = ("configuration_gemma_encoder.py", "modeling_gemma_encoder.py")
 
 CLASSIFIER_REPO = "tester/gemma3-270m-encoder-sst2"
@@ -133,7 +134,7 @@ def test_push_refuses_tokenizer_with_gemma_pair_template(real_encoder_dir, hub, 
     )
     model = GemmaEncoderForSequenceClassification(tiny_config(vocab_size=tokenizer.vocab_size))
     with pytest.raises(ValueError, match="prepare_tokenizer"):
-        model.push_to_hub("tester/refused", tokenizer=tokenizer)
+        push_to_hub(model, "tester/refused", tokenizer=tokenizer)
     assert "tester/refused" not in hub.repos
 
 
@@ -214,7 +215,8 @@ def pushed(real_encoder_dir, hub, hub_env, tmp_path_factory):
     )
     classifier.model.requires_grad_(False)  # train the pooler and head only: the backbone round trip is shown anyway
     fine_tune(classifier, tokenizer, train_rows, steps=2, lr=1e-2)
-    classifier.push_to_hub(
+    push_to_hub(
+        classifier,
         CLASSIFIER_REPO,
         base_model="google/gemma-3-270m",
         results=[results_file],
@@ -224,7 +226,7 @@ def pushed(real_encoder_dir, hub, hub_env, tmp_path_factory):
     del classifier
 
     ranker = GemmaEncoderForRanking.from_pretrained(real_encoder_dir)
-    ranker.push_to_hub(RANKER_REPO, base_model="google/gemma-3-270m")
+    push_to_hub(ranker, RANKER_REPO, base_model="google/gemma-3-270m")
     reference["ranker"] = logits_of(ranker, batches)
     del ranker
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_encoder_config
 
-import gemma_encoder_hf.modeling_gemma_encoder as modeling
-from gemma_encoder_hf.modeling_gemma_encoder import (
+import gemma_encoder_hf.modeling.modeling_gemma_encoder as modeling
+from gemma_encoder_hf.modeling.modeling_gemma_encoder import (
     GemmaEncoderMLP,
     GemmaEncoderRMSNorm,
     apply_rotary,

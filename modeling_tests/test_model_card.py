@@ -17,20 +17,20 @@ from gemma_encoder_hf import (
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
 )
-from gemma_encoder_hf.cli import main as cli_main
-from gemma_encoder_hf.model_card import (
+from gemma_encoder_hf.harness.cli import main as cli_main
+from gemma_encoder_hf.integrations.model_card import (
     TASKS,
     build_model_card,
     eval_results,
     load_results,
     write_model_card,
 )
-from gemma_encoder_hf.modeling_gemma_encoder import (
+from gemma_encoder_hf.modeling.modeling_gemma_encoder import (
     GemmaEncoderModel,
     served_model_classes,
 )
 
-# The record `gemma-encoder evaluate --out` writes (gemma_encoder_hf.evaluation.results_record).
+# The record `gemma-encoder evaluate --out` writes (gemma_encoder_hf.harness.evaluation.results_record).
 SST2_RESULTS = {
     "model": "runs/sst2",
     "task": "sst2",

@@ -24,8 +24,8 @@ from gemma_encoder_hf import (
     cli,
     data,
 )
-from gemma_encoder_hf.evaluation import predict_logits, ranking_metrics, task_metrics
-from gemma_encoder_hf.training import (
+from gemma_encoder_hf.harness.evaluation import predict_logits, ranking_metrics, task_metrics
+from gemma_encoder_hf.harness.training import (
     RankingCollator,
     TrainingConfig,
     build_optimizer,

@@ -28,7 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import REGRESSION, RerankingSet, TaskSpec
-from .inference import score_pairs
+from ..integrations.inference import score_pairs
 
 RANKING_METRICS = ("ndcg@10", "mrr@10")
 

@@ -806,6 +806,25 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
+    def from_decoder(cls, source, **kwargs):
+        """Build this class from a Gemma decoder checkpoint: a local folder, a Hub id, a `.gguf` file or `"embedded"`.
+
+        The backbone weights are the decoder's, unchanged; pooler and head are new. Keyword arguments are
+        `GemmaEncoderConfig` fields (e.g. `num_labels=2`, `pooling="attention"`), `dtype`, or Hub download options.
+        Reading decoder checkpoints (GGUF files, every Gemma generation's config) is the job of the gemma-encoder-hf
+        package, not of this file, which travels to Hub repos with only torch and transformers beside it: the
+        package is imported here, when the method is called, and a missing package is reported as such.
+        """
+        try:
+            from gemma_encoder_hf.integrations.conversion import from_decoder
+        except ImportError as err:
+            raise ImportError(
+                f"{cls.__name__}.from_decoder converts decoder checkpoints with the gemma-encoder-hf package: "
+                "pip install gemma-encoder-hf. Loading a converted model needs only from_pretrained."
+            ) from err
+        return from_decoder(cls, source, **kwargs)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, with a truncated or corrupt weights file reported as such.
 

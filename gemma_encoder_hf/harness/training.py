@@ -26,10 +26,10 @@ from transformers import (
     set_seed,
 )
 
-from .conversion import convert
+from ..integrations.conversion import convert
 from .data import REGRESSION, TaskSpec
 from .evaluation import compute_metrics_fn
-from .modeling_gemma_encoder import ranking_loss
+from ..modeling.modeling_gemma_encoder import ranking_loss
 
 # Parameters under these top-level names are the task head (and its pooler): new weights, which the paper trains with
 # a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers.

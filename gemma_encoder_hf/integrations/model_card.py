@@ -21,7 +21,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from .configuration_gemma_encoder import GemmaEncoderConfig
+from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 

@@ -7,7 +7,7 @@ Owns: PEFT's default target modules for `model_type="gemma_encoder"`. (sentence-
 
 import importlib.util
 
-from .configuration_gemma_encoder import GemmaEncoderConfig
+from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 
 
 def register_peft_target_modules() -> None:

@@ -32,10 +32,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from .configuration_gemma_encoder import GemmaEncoderConfig
-from .conversion import from_decoder, load_decoder_tokenizer
+from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
+from ..integrations.conversion import from_decoder, load_decoder_tokenizer
 from .data import DEFAULT_DATA_ROOT, _read_rows
-from .modeling_gemma_encoder import GemmaEncoderForMaskedLM, GemmaEncoderPreTrainedModel
+from ..modeling.modeling_gemma_encoder import GemmaEncoderForMaskedLM, GemmaEncoderPreTrainedModel
 
 # The generic corpus a user without their own unlabelled text can adapt on offline: 5,000 MS MARCO web passages
 # (general English, unlike SciFact's biomedical abstracts), read from the project's data folder.

@@ -13,7 +13,7 @@ import torch
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
-from .configuration_gemma_encoder import GemmaEncoderConfig
+from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: s
 
     `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking" or "masked-lm".
     """
-    from .modeling_gemma_encoder import (
+    from ..modeling.modeling_gemma_encoder import (
         GemmaEncoderForMaskedLM,
         GemmaEncoderForRanking,
         GemmaEncoderForSequenceClassification,

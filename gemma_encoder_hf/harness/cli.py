@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from .configuration_gemma_encoder import ATTENTION_TYPES, POOLING_TYPES
+from ..modeling.configuration_gemma_encoder import ATTENTION_TYPES, POOLING_TYPES
 
 
 def _parse_value(text: str):
@@ -31,14 +31,14 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    from .conversion import convert
+    from ..integrations.conversion import convert
 
     out = convert(args.source, args.output_dir, task=args.task, **_overrides(args))
     print(f"wrote {args.task} encoder to {out}")
 
 
 def _cmd_card(args: argparse.Namespace) -> None:
-    from .model_card import write_model_card
+    from ..integrations.model_card import write_model_card
 
     out = write_model_card(
         args.model_dir,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
-from .modeling_gemma_encoder import GemmaEncoderModel, GemmaEncoderPreTrainedModel
+from ..modeling.modeling_gemma_encoder import GemmaEncoderModel, GemmaEncoderPreTrainedModel
 
 Pair = tuple[str, str]
 
