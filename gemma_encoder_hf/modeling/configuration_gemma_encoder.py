@@ -34,10 +34,11 @@ def _check_range(name: str, value, low: float, high: float | None = None, *, all
         raise ValueError(f"GemmaEncoderConfig.{name}={value!r} is out of range; it must be {bound}.")
 
 
-# A keyword this similar to a field name (difflib ratio) is taken for a misspelling of it: "poolng" -> "pooling" is
-# 0.92, "atention" -> "attention" 0.94, while keys other libraries legitimately store stay below it ("rope_scaling"
-# -> "rope_scaling_factor" 0.77, "hidden_act" -> "hidden_activation" 0.74).
-MISSPELLING_CUTOFF = 0.8
+# A keyword at least this similar to a field name (difflib ratio) is taken for a misspelling of it: "poolng" ->
+# "pooling" is 0.92, "atention" -> "attention" 0.94, "num_hidden_layer" 0.97. Keys that other configs legitimately
+# carry stay below it: "norm_eps" -> "rms_norm_eps" 0.80 (transformers' own tests set it on every config),
+# "rope_scaling" -> "rope_scaling_factor" 0.77, "sliding_window_pattern" -> "sliding_window" 0.78.
+MISSPELLING_CUTOFF = 0.85
 
 
 def _refuse_misspelt_fields(config_class: type, kwargs: dict) -> None:

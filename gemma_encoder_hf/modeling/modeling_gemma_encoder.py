@@ -775,6 +775,12 @@ def build_pooler(config: GemmaEncoderConfig) -> nn.Module:
         return GemmaEncoderFirstKPooler(config.pooling_k)
     if config.pooling == "last":
         return GemmaEncoderLastKPooler(config.pooling_k)
+    if config.hidden_size % config.attention_pooling_num_heads:
+        # The config checks this too, but only when built with pooling="attention": it may have been switched since.
+        raise ValueError(
+            f"Attention pooling splits hidden_size={config.hidden_size} into attention_pooling_num_heads="
+            f"{config.attention_pooling_num_heads} heads, which must divide it."
+        )
     if config.attention_pooling_probe == "query":
         return GemmaEncoderQueryProbePooler(config)
     return GemmaEncoderKVProbePooler(config)
@@ -966,12 +972,18 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         inputs_embeds, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
         if layout is None:
             masks = build_attention_masks(attention_mask, self.config)
+            padding = ~attention_mask.bool()[..., None]
         else:
             masks = dict.fromkeys(self.config.layer_types, layout)
+            padding = None
         hidden_states, all_hidden_states, all_attentions = self._run_layers(
-            inputs_embeds, position_ids, masks, output_hidden_states, output_attentions
+            inputs_embeds, position_ids, masks, padding, output_hidden_states, output_attentions
         )
-        hidden_states, all_hidden_states = self._restore_padding(hidden_states, all_hidden_states, attention_mask, layout)
+        if layout is not None:
+            # Step 5: the packed tokens back in the (batch, seq) layout of the input, zeros at padding positions.
+            hidden_states = layout.unpack(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states = tuple(layout.unpack(h) for h in all_hidden_states)
         pooled = self.pooler(*texts_for_pooling(hidden_states, attention_mask, layout)) if self.pooler else None
 
         output = BaseModelOutputWithPooling(
@@ -1042,10 +1054,21 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         masks: dict[str, "torch.Tensor | PackedLayout | None"],
+        padding: torch.Tensor | None,
         output_hidden_states: bool,
         output_attentions: bool,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """Step 4: the transformer layers and the final norm; the hidden states (and attentions) along the way."""
+        """Step 4: the transformer layers and the final norm; the hidden states (and attentions) along the way.
+
+        A padded batch computes (meaningless) states at its padding positions (`padding`, True there): the returned
+        ones are zeroed, as a packed run leaves them, so a row's output never depends on which path its batch took.
+        The states are zeroed within the stream, not in copies, so that the returned tensors are those the next layer
+        reads (gradients reach them); no real token attends to a padding position, so its output does not change.
+        """
+
+        def zero_padding(x: torch.Tensor) -> torch.Tensor:
+            return x if padding is None else x.masked_fill(padding, 0.0)
+
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
@@ -1062,46 +1085,25 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             # Gemma's residual stream outgrows fp16 (|x| > 1e5 in Gemma 3 270M's middle layers; fp16 tops out at
             # 65504), so an fp16 model keeps the stream in fp32 while every matmul still runs in fp16.
             hidden_states = hidden_states.float()
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_hidden_states = None
+        if output_hidden_states:
+            hidden_states = zero_padding(hidden_states)
+            all_hidden_states = (hidden_states,)
         all_attentions = () if output_attentions else None
         for layer in self.layers:
             hidden_states, weights = layer(
                 hidden_states, rotary[layer.layer_type], masks[layer.layer_type], output_attentions
             )
             if output_hidden_states:
+                hidden_states = zero_padding(hidden_states)
                 all_hidden_states += (hidden_states,)
             if output_attentions:
                 all_attentions += (weights,)
-        hidden_states = self.norm(hidden_states).to(inputs_embeds.dtype)
+        hidden_states = zero_padding(self.norm(hidden_states).to(inputs_embeds.dtype))
         if output_hidden_states:
             # The last entry is the normalised output, as in transformers' Gemma models.
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return hidden_states, all_hidden_states, all_attentions
-
-    @staticmethod
-    def _restore_padding(
-        hidden_states: torch.Tensor,
-        all_hidden_states: tuple[torch.Tensor, ...] | None,
-        attention_mask: torch.Tensor,
-        layout: PackedLayout | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Step 5: outputs in the (batch, seq) layout of the input, zeros at padding positions.
-
-        A packed run scatters its tokens back into zeros; a padded run computed (meaningless) states at padding
-        positions, which are zeroed too, so a row's output never depends on which path its batch took.
-        """
-        if layout is not None:
-            restore = layout.unpack
-        else:
-            padding = ~attention_mask.bool()[..., None]
-
-            def restore(x: torch.Tensor) -> torch.Tensor:
-                return x.masked_fill(padding, 0.0)
-
-        hidden_states = restore(hidden_states)
-        if all_hidden_states is not None:
-            all_hidden_states = tuple(restore(h) for h in all_hidden_states)
-        return hidden_states, all_hidden_states
 
     def _cuda_varlen_applies(self) -> bool:
         """Whether `packed_attention` would take torch's varlen flash kernel on CUDA (not the per-text loop)."""
