@@ -2,12 +2,15 @@
 now give the right answer or a clear error."""
 
 import json
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import random_batch, tiny_encoder_config
 
+import gemma_encoder_hf.modeling
 from gemma_encoder_hf import (
     GemmaEncoderConfig,
     GemmaEncoderForMaskedLM,
@@ -276,3 +279,11 @@ def test_attention_pooling_heads_are_checked_only_for_attention_pooling():
     config.pooling = "attention"
     with pytest.raises(ValueError, match="must divide it"):
         GemmaEncoderForSequenceClassification(config)
+
+
+def test_model_code_errors_speak_in_library_terms():
+    """The shipped model code is used from Python (and from Hub repos): its messages name arguments and config
+    fields, never the package's command-line interface."""
+    for path in Path(gemma_encoder_hf.modeling.__file__).parent.glob("*.py"):
+        cli_terms = re.findall(r"gemma-encoder [a-z]+|\s--[a-z][\w-]*", path.read_text())
+        assert not cli_terms, (path.name, cli_terms)

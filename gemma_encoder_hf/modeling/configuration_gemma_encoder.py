@@ -144,8 +144,9 @@ class GemmaEncoderConfig(PreTrainedConfig):
             `"auto"` (default): when at least a tenth of the batch is padding (and always under
             `attn_implementation="flash_attention_2"` / `"flex_attention"`, which only run packed); `"always"`: every
             batch; `"never"`: keep the padded computation (batches flattened by the caller still run packed, since
-            padded attention would mix their texts). Results agree to float rounding; padding positions of
-            `last_hidden_state` are zeros when packed.
+            padded attention would mix their texts). Results agree to float rounding, and padding positions of
+            `last_hidden_state` (and `hidden_states`) are zeros on either path. torch.export always traces the padded
+            computation.
         num_labels / problem_type / id2label / label2id: as in every transformers classifier.
 
     Like every `PreTrainedConfig`, the config stores keyword arguments it does not know (saved configs carry
@@ -265,8 +266,8 @@ class GemmaEncoderConfig(PreTrainedConfig):
         if model_type != cls.model_type:
             raise ValueError(
                 f"This config has model_type {model_type!r}, not {cls.model_type!r}: it is not a GemmaEncoder "
-                "checkpoint. Convert a Gemma 1/2/3 decoder with GemmaEncoderModel.from_decoder(path) (or "
-                "`gemma-encoder convert`); other architectures are not supported."
+                "checkpoint. Convert a Gemma 1/2/3 decoder with GemmaEncoderModel.from_decoder(path); other "
+                "architectures are not supported."
             )
         return super().from_dict(config_dict, **kwargs)
 

@@ -242,8 +242,11 @@ class GemmaEncoderMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A traced graph (torch.compile / export) is not chunked: the token count would become a shape guard.
+        if x.device.type != "cpu" or torch.compiler.is_compiling() or _records_grad(x):
+            return self._feed_forward(x)
         tokens = x.shape[:-1].numel()
-        if x.device.type != "cpu" or tokens <= FEED_FORWARD_CHUNK_TOKENS or _records_grad(x):
+        if tokens <= FEED_FORWARD_CHUNK_TOKENS:
             return self._feed_forward(x)
         # Each token's feed-forward is independent of the others, so chunking changes no result.
         flat = x.reshape(tokens, x.shape[-1])
@@ -334,9 +337,13 @@ def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, 
 
 def window_mask(length: int, window: tuple[int, int], device: torch.device) -> torch.Tensor | None:
     """Boolean (length, length) mask (True = may attend) of a window over one text, or None when the window covers the
-    whole text, so that attention needs no mask for it."""
+    whole text, so that attention needs no mask for it. A traced graph always gets the mask (correct at any length):
+    comparing the window with the length would fix the length of the graph."""
     left, right = window
-    if (left < 0 or left >= length - 1) and (right < 0 or right >= length - 1):
+    if left < 0 and right < 0:
+        return None
+    covers = (left < 0 or left >= length - 1) and (right < 0 or right >= length - 1)
+    if covers and not torch.compiler.is_compiling():
         return None
     idx = torch.arange(length, device=device)
     distance = idx[:, None] - idx[None, :]  # query index - key index
@@ -966,7 +973,9 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         positions_given = position_ids is not None
         if position_ids is None:
             position_ids = default_position_ids(attention_mask)
-        if positions_given or attention_mask.shape[1] > self.config.max_position_embeddings:
+        if not torch.compiler.is_compiling() and (
+            positions_given or attention_mask.shape[1] > self.config.max_position_embeddings
+        ):
             warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
 
         inputs_embeds, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
