@@ -20,7 +20,8 @@ def main() -> None:
     for name in CASES:
         update, trainer = trainer_step(name, args.output_dir / "trainer", batch_size=4, accumulation=1)
         if trainer.args.parallel_mode != ParallelMode.DISTRIBUTED or trainer.args.world_size != 2:
-            raise SystemExit(f"expected DDP over 2 processes, got {trainer.args.parallel_mode} x {trainer.args.world_size}")
+            mode = f"{trainer.args.parallel_mode} x {trainer.args.world_size}"
+            raise SystemExit(f"expected DDP over 2 processes, got {mode}")
         if trainer.args.process_index == 0:
             torch.save(update, args.output_dir / f"{name}.pt")
 

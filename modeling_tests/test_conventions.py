@@ -19,7 +19,12 @@ from gemma_encoder_hf import (
     GemmaEncoderModel,
 )
 
-MODEL_CLASSES = [GemmaEncoderModel, GemmaEncoderForSequenceClassification, GemmaEncoderForRanking, GemmaEncoderForMaskedLM]
+MODEL_CLASSES = [
+    GemmaEncoderModel,
+    GemmaEncoderForSequenceClassification,
+    GemmaEncoderForRanking,
+    GemmaEncoderForMaskedLM,
+]
 
 
 def _model(model_class, **overrides):
@@ -75,7 +80,7 @@ def test_return_dict_false_is_the_output_as_a_tuple(model_class):
         GemmaEncoderModel: None,
         GemmaEncoderForSequenceClassification: torch.tensor([0, 1, 1]),
         GemmaEncoderForRanking: torch.tensor([1.0, 0.0, 0.0]),
-        GemmaEncoderForMaskedLM: torch.where(attention_mask.bool(), input_ids, -100).index_fill(1, torch.tensor([0]), -100),
+        GemmaEncoderForMaskedLM: torch.where(attention_mask.bool(), input_ids, -100),
     }[model_class]
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True)
     if labels is not None:
@@ -236,7 +241,9 @@ def test_mntp_first_real_token_of_a_left_padded_row_is_not_predicted_from_paddin
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "field"), [("atention", "attention"), ("poolng", "pooling"), ("num_hidden_layer", "num_hidden_layers")])
+@pytest.mark.parametrize(
+    ("key", "field"), [("atention", "attention"), ("poolng", "pooling"), ("num_hidden_layer", "num_hidden_layers")]
+)
 def test_misspelt_config_key_raises_naming_the_field(key, field):
     with pytest.raises(TypeError, match=f"unknown argument '{key}'; did you mean '{field}'"):
         GemmaEncoderConfig(**{key: "causal"})

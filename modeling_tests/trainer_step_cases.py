@@ -44,7 +44,9 @@ def _masked_lm_labels() -> list:
 
 CASES = {
     "sequence_classification": Case(GemmaEncoderForSequenceClassification, {"num_labels": 3}, [0, 2, 1, 1, 0, 2, 2, 1]),
-    "regression": Case(GemmaEncoderForSequenceClassification, {"num_labels": 1}, [0.5, -1.0, 2.0, 0.0, 1.5, 0.2, -0.3, 1.0]),
+    "regression": Case(
+        GemmaEncoderForSequenceClassification, {"num_labels": 1}, [0.5, -1.0, 2.0, 0.0, 1.5, 0.2, -0.3, 1.0]
+    ),
     "multi_label": Case(
         GemmaEncoderForSequenceClassification,
         {"num_labels": 2, "problem_type": "multi_label_classification"},

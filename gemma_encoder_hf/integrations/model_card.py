@@ -195,7 +195,10 @@ def _attention_text(config: GemmaEncoderConfig) -> str:
     if "sliding_attention" not in config.layer_types:
         return "bidirectional"
     left, right = attention_window(config, "sliding_attention")
-    window = "the whole sequence" if left < 0 else f"±{left} tokens" if left == right else f"{left} before, {right} after"
+    if left < 0:
+        window = "the whole sequence"
+    else:
+        window = f"±{left} tokens" if left == right else f"{left} tokens before, {right} after"
     return f"bidirectional; sliding-window layers see {window} (`bidirectional_window={config.bidirectional_window}`)"
 
 

@@ -1524,7 +1524,10 @@ def _drop_unpredictable_mntp_labels(
     A text starts at the first real token of a row (after left padding too) and, in a caller-flattened row, wherever
     `position_ids` restart at 0.
     """
-    real = torch.ones_like(labels, dtype=torch.bool) if attention_mask is None else attention_mask.to(labels.device) != 0
+    if attention_mask is None:
+        real = torch.ones_like(labels, dtype=torch.bool)
+    else:
+        real = attention_mask.to(labels.device) != 0
     before = F.pad(real[:, :-1], (1, 0), value=False)
     first = real & ~before
     if position_ids is not None:
