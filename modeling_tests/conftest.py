@@ -8,6 +8,9 @@ Set GEMMA_ENCODER_TEST_CACHE to move the cache, or to an empty string to disable
 import hashlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -213,3 +216,27 @@ def real_native_decoder_dir(gguf_path, tmp_path_factory) -> Path:
         decoder.config.save_pretrained(out)
 
     return _cached_dir("gemma3-270m-native", tmp_path_factory, build)
+
+
+def launch_two_processes(worker: str, output_dir: Path) -> None:
+    """Run modeling_tests/<worker> in 2 processes with `accelerate launch`: DDP on CPU over gloo, `--output_dir`
+    passed to the worker.
+
+    accelerate 1.15's `--cpu` launches several processes only through mpirun (an MPI hostfile), which a plain machine
+    lacks; `--multi_gpu` with no visible GPU launches them with torchrun, and accelerate and the Trainer then run DDP on
+    CPU over gloo (the workers check that they are really distributed over 2 processes).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(port),
+        str(Path(__file__).with_name(worker)), "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    # One thread per rank: the two ranks share the machine's cores.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]

@@ -1,4 +1,8 @@
-"""Numerical parity with transformers' own Gemma, Gemma2 and Gemma3Text models (fp32, padded batches)."""
+"""Numerical parity with transformers' own Gemma, Gemma2 and Gemma3Text models (fp32, padded batches).
+
+Every comparison runs both execution paths (`packed_execution`): "never" keeps the padded computation, "always" packs
+the real tokens; left to "auto", a batch of these tests would only ever take the packed path (>= 10% padding).
+"""
 
 import pytest
 import torch
@@ -29,29 +33,39 @@ def _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, **overr
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+PACKED_EXECUTION = ["never", "always"]
+
+
+@pytest.mark.parametrize("packed_execution", PACKED_EXECUTION)
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("generation", GENERATIONS)
-def test_causal_matches_native_decoder(tiny_decoder_dirs, generation, implementation):
+def test_causal_matches_native_decoder(tiny_decoder_dirs, generation, implementation, packed_execution):
     decoder_dir = tiny_decoder_dirs[generation]
     input_ids, attention_mask = random_batch(128, batch=3, seq=14)
     expected = _native_hidden(decoder_dir, generation, implementation, input_ids, attention_mask)
-    actual = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, attention="causal")
+    actual = _ours_hidden(
+        decoder_dir, implementation, input_ids, attention_mask, attention="causal", packed_execution=packed_execution
+    )
     real = attention_mask.bool()
     assert (expected[real] - actual[real]).abs().max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("packed_execution", PACKED_EXECUTION)
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-def test_bidirectional_matches_gemma3_use_bidirectional_attention(tmp_path, implementation):
+def test_bidirectional_matches_gemma3_use_bidirectional_attention(tmp_path, implementation, packed_execution):
     # Long enough (20 > window 6) that the sliding-window layers really cut attention.
     decoder_dir = make_tiny_decoder("gemma3", tmp_path / "bidir", use_bidirectional_attention=True)
     input_ids, attention_mask = random_batch(128, batch=3, seq=20, seed=1)
     expected = _native_hidden(decoder_dir, "gemma3", implementation, input_ids, attention_mask)
-    actual = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask)
+    actual = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, packed_execution=packed_execution)
     real = attention_mask.bool()
     assert (expected[real] - actual[real]).abs().max() <= TOLERANCE
 
     # The window matters: the same model without sliding windows gives different states.
-    no_window = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, bidirectional_window="global")
+    no_window = _ours_hidden(
+        decoder_dir, implementation, input_ids, attention_mask, bidirectional_window="global",
+        packed_execution=packed_execution,
+    )  # fmt: skip
     assert (no_window[real] - actual[real]).abs().max() > 1e-3
 
 

@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
+from ..modeling.modeling_gemma_encoder import attention_window
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 
@@ -193,11 +194,11 @@ def _attention_text(config: GemmaEncoderConfig) -> str:
         return "causal (the decoder's own mask)"
     if "sliding_attention" not in config.layer_types:
         return "bidirectional"
-    window = {
-        "split": f"±{config.sliding_window // 2} tokens",
-        "full": f"±{config.sliding_window - 1} tokens",
-        "global": "the whole sequence",
-    }[config.bidirectional_window]
+    left, right = attention_window(config, "sliding_attention")
+    if left < 0:
+        window = "the whole sequence"
+    else:
+        window = f"±{left} tokens" if left == right else f"{left} tokens before, {right} after"
     return f"bidirectional; sliding-window layers see {window} (`bidirectional_window={config.bidirectional_window}`)"
 
 
