@@ -766,6 +766,10 @@ def build_pooler(config: GemmaEncoderConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# The file `from_decoder` writes, next to the converted config, to record which decoder a model was converted from.
+CONVERSION_RECORD_FILE = "gemma_encoder_conversion.json"
+
+
 class GemmaEncoderPreTrainedModel(PreTrainedModel):
     config_class = GemmaEncoderConfig
     config: GemmaEncoderConfig
@@ -830,7 +834,16 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
 
         safetensors alone says e.g. "Error while deserializing header: incomplete metadata", naming neither the file
         nor the fix. Matched by class name because this file may import only torch and transformers.
+
+        A folder holding a conversion record (written by `from_decoder`, which names it as the model's
+        `name_or_path`) is converted again from its decoder: that is how PEFT adapters trained on a model fresh from
+        `from_decoder` find their base model. Only the gemma-encoder-hf package writes such folders, so it is
+        imported for them alone.
         """
+        if os.path.isfile(os.path.join(str(pretrained_model_name_or_path), CONVERSION_RECORD_FILE)):
+            from gemma_encoder_hf.integrations.conversion import load_conversion_record
+
+            return load_conversion_record(cls, pretrained_model_name_or_path, *args, **kwargs)
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as err:
