@@ -217,3 +217,21 @@ def test_lora_flow_from_a_decoder_folder_saves_and_reloads(tiny_decoder_dirs, tm
     base = model_class.from_decoder(decoder_dir, **overrides)
     reloaded = PeftModel.from_pretrained(base, adapter_dir)
     torch.testing.assert_close(_outputs(reloaded, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("probe", ["query", "kv"])
+def test_adapter_with_attention_pooling_refuses_a_base_without_it(tiny_decoder_dirs, tmp_path, probe):
+    """The docs' head (attention pooling) on a plain encoder folder, reloaded without the head settings: the trained
+    pooler cannot fit a mean-pooling model, and the reload says so instead of scoring with mean pooling."""
+    GemmaEncoderModel.from_decoder(tiny_decoder_dirs["gemma3"]).save_pretrained(tmp_path / "base")
+    head = dict(num_labels=2, pooling="attention", attention_pooling_probe=probe)
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "base", **head)
+    get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8)).save_pretrained(tmp_path / "adapter")
+
+    with pytest.raises(RuntimeError, match=rf"trained with attention \({probe} probes\) pooling.*pooling='attention'"):
+        AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter")
+    with pytest.raises(RuntimeError, match="GemmaEncoderMeanPooler"):
+        PeftModel.from_pretrained(GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "base"),
+                                  tmp_path / "adapter")
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter", **head)
+    assert reloaded.get_base_model().config.pooling == "attention"

@@ -16,6 +16,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1093,6 +1094,32 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        """Refuse a saved head whose pooler is another kind than this model's, even under `strict=False`.
+
+        PEFT loads an adapter's head (`modules_to_save`) with `strict=False` and drops the keys the model lacks: an
+        attention-pooling head loaded into a model built with mean pooling would lose its trained pooler without a
+        word and score differently. PEFT's wrapper segments are left out of the comparison.
+        """
+
+        def pooler_keys(keys) -> set[str]:
+            names = (re.sub(r"\.(modules_to_save\.[^.]+|original_module)\.", ".", k[len(prefix) :]) for k in keys)
+            return {name for name in names if name.startswith("score.pooler.")}
+
+        saved = pooler_keys(k for k in state_dict if k.startswith(prefix))
+        own = pooler_keys(prefix + name for name, _ in self.named_parameters())
+        if any(k.startswith(prefix + "score.") for k in state_dict) and saved != own:
+            kinds = {"score.pooler.probes": "attention (query probes)", "score.pooler.key_probes": "attention (kv probes)"}
+            saved_kind = next((kinds[k] for k in sorted(saved) if k in kinds), "mean, first or last")
+            errors.append(
+                f"The saved head was trained with {saved_kind} pooling, but this model was built with "
+                f"{type(self.score.pooler).__name__ if hasattr(self.score, 'pooler') else 'another pooler'}. Build it "
+                "with the head settings it was trained with, e.g. from_pretrained(base, pooling='attention', "
+                "attention_pooling_probe=...), also as keyword arguments of AutoPeftModelForSequenceClassification."
+                "from_pretrained."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
 
     def _encode(self, input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states):
         if (input_ids is None) == (inputs_embeds is None):
