@@ -15,6 +15,7 @@ import re
 import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 from huggingface_hub import constants as hub_constants
 from tokenizers.processors import TemplateProcessing
@@ -200,19 +201,30 @@ def check_config_keys(keys, where: str) -> None:
 
 
 def _gguf_file(location: str, gguf_file: str) -> Path:
-    """The GGUF file, checked for truncation: transformers' reader would fail deep inside numpy or struct instead."""
-    from transformers.integrations.gguf.reader import GgufHeader
+    """The GGUF file, checked for truncation: transformers' reader would fail deep inside numpy or struct instead.
+
+    The header is read with transformers' fast GGUF reader (its table walk; its own byte counts know fewer
+    quantisation types than the file may hold, so sizes come from the gguf package's table)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from transformers.integrations.gguf import reader
 
     path = Path(location) / gguf_file
     size = path.stat().st_size
     try:
-        header = GgufHeader.from_file(str(path))
+        blob = reader._mapped(str(path))
+        metadata, tensor_count, position = reader._read_metadata(blob, str(path))
+        tensors, position = reader._read_tensor_table(blob, tensor_count, position)
     except (struct.error, IndexError) as err:
         raise ValueError(
             f"{path} is truncated: its {size:,} bytes end inside the metadata ({err}). An interrupted download or copy "
             "leaves such a file; download or copy it again."
         ) from err
-    expected = header.data_start + max((t.offset + t.nbytes for t in header.tensors), default=0)
+    alignment = metadata.get("general.alignment", 32)
+    data_start = (position + alignment - 1) // alignment * alignment
+    expected = data_start
+    for _, shape, ggml_type, offset in tensors:
+        block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+        expected = max(expected, data_start + offset + int(np.prod(shape)) // block * block_bytes)
     if size < expected:
         raise ValueError(
             f"{path} is truncated: its tensors need {expected:,} bytes but the file has {size:,}. An interrupted "
