@@ -20,7 +20,14 @@ import torch
 from huggingface_hub import constants as hub_constants
 from tokenizers.processors import TemplateProcessing
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GemmaTokenizer,
+    PreTrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 from ..modeling.modeling_gemma_encoder import CONVERSION_RECORD_FILE
@@ -485,7 +492,12 @@ def load_decoder_tokenizer(
         source = record["source"]
         hub_kwargs = {**record["hub_kwargs"], **hub_kwargs}
     location, gguf_file = resolve_source(source)
-    tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
+    if gguf_file is None:
+        tokenizer = AutoTokenizer.from_pretrained(location, **hub_kwargs)
+    else:
+        # Every Gemma generation has this tokenizer class. AutoTokenizer would first rebuild the decoder's config
+        # with the slow GGUF metadata parser only to pick it; the class reads its vocabulary with the fast one.
+        tokenizer = GemmaTokenizer.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
     return prepare_tokenizer(tokenizer, DEFAULT_MAX_LENGTH if max_length is None else max_length)
 
 
