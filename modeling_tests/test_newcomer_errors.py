@@ -136,3 +136,29 @@ def test_gguf_conversion_parses_the_file_once(tiny_decoder_dirs, tmp_path, monke
     ids = tokenizer("w1", "w2")["input_ids"]
     assert ids[0] == 2 and ids.count(2) == 1 and ids.count(1) == 1, ids  # <bos> A <eos> B
     assert tokenizer.model_max_length == 2048
+
+
+def test_pair_scores_agree_across_pipeline_crossencoder_and_score_pairs(tmp_path):
+    from sentence_transformers import CrossEncoder
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    ranker = GemmaEncoderForRanking(tiny_encoder_config(ranking_loss="pointwise")).eval()
+    tokenizer = prepare_tokenizer(tiny_tokenizer("<bos> $A <bos> $B:1"))
+    ranker.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    pairs = [("q w1 w2", "d w3"), ("w4", "w5 w6 w7 w8"), ("q w9", "")]
+
+    ours = score_pairs(ranker, tokenizer, pairs, show_progress_bar=False)
+    cross = CrossEncoder(str(tmp_path), activation_fn=torch.nn.Identity())
+    theirs = torch.as_tensor(cross.predict(pairs, show_progress_bar=False))
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)  # the empty second text included: both a pair
+
+    classify = pipeline("text-classification", model=str(tmp_path), function_to_apply="none")
+    for (text, text_pair), score in zip(pairs, ours):
+        piped = classify({"text": text, "text_pair": text_pair})["score"]
+        if text_pair:
+            assert piped == pytest.approx(score.item(), abs=1e-5)
+        else:  # transformers' tokenizer drops an empty text_pair: the pipeline scores the single text (documented)
+            single = ranker(**tokenizer(text, return_tensors="pt")).logits.item()
+            assert piped == pytest.approx(single, abs=1e-5)
