@@ -1110,8 +1110,8 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
         saved = pooler_keys(k for k in state_dict if k.startswith(prefix))
         own = pooler_keys(prefix + name for name, _ in self.named_parameters())
         if any(k.startswith(prefix + "score.") for k in state_dict) and saved != own:
-            kinds = {"score.pooler.probes": "attention (query probes)", "score.pooler.key_probes": "attention (kv probes)"}
-            saved_kind = next((kinds[k] for k in sorted(saved) if k in kinds), "mean, first or last")
+            kinds = {"score.pooler.probes": "query probes", "score.pooler.key_probes": "kv probes"}
+            saved_kind = next((f"attention ({kinds[k]})" for k in sorted(saved) if k in kinds), "mean, first or last")
             errors.append(
                 f"The saved head was trained with {saved_kind} pooling, but this model was built with "
                 f"{type(self.score.pooler).__name__ if hasattr(self.score, 'pooler') else 'another pooler'}. Build it "
