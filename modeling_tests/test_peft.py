@@ -235,3 +235,25 @@ def test_adapter_with_attention_pooling_refuses_a_base_without_it(tiny_decoder_d
                                   tmp_path / "adapter")
     reloaded = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter", **head)
     assert reloaded.get_base_model().config.pooling == "attention"
+
+
+def test_lora_flow_from_a_gguf_file_reloads(tiny_decoder_dirs, tmp_path):
+    """A GGUF source is recorded too: the adapter's base is converted from the same file again, same new head."""
+    from conftest import write_tiny_gemma3_gguf
+
+    gguf_path = tmp_path / "decoder" / "tiny.gguf"
+    gguf_path.parent.mkdir()
+    write_tiny_gemma3_gguf(tiny_decoder_dirs["gemma3"], gguf_path)
+    model = GemmaEncoderModel.from_decoder(gguf_path, pooling="attention", attention_pooling_probe="kv")
+    model = get_peft_model(model, LoraConfig(task_type="FEATURE_EXTRACTION", r=4, lora_alpha=8))
+    with torch.no_grad():  # stand-in for training
+        next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.1)
+    input_ids, attention_mask = random_batch(128, batch=3, seq=10, seed=5)
+    expected = _outputs(model, input_ids, attention_mask)
+    model.save_pretrained(tmp_path / "adapter")
+
+    from peft import AutoPeftModelForFeatureExtraction
+
+    # The pooler is not part of a FEATURE_EXTRACTION adapter: it comes back equal because conversion is seeded.
+    reloaded = AutoPeftModelForFeatureExtraction.from_pretrained(tmp_path / "adapter")
+    torch.testing.assert_close(_outputs(reloaded, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
