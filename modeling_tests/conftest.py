@@ -98,6 +98,50 @@ def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -
     return path
 
 
+def write_tiny_gemma3_gguf(decoder_dir, path):
+    """The tiny Gemma 3 decoder as a float32 GGUF file with a 128-token sentencepiece-style vocabulary, named the way
+    llama.cpp names Gemma 3 tensors (norm weights stored as 1 + w, as llama.cpp's converter writes them)."""
+    import gguf
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import Gemma2TensorProcessor, get_gguf_hf_weights_map
+
+    decoder = AutoModelForCausalLM.from_pretrained(decoder_dir, dtype=torch.float32)
+    c = decoder.config
+    gguf_names = {hf: name for name, hf in get_gguf_hf_weights_map(decoder, Gemma2TensorProcessor()).items()}
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_sliding_window(c.sliding_window)
+    writer.add_rope_freq_base(1_000_000.0)
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"\u2581w{i}" for i in range(c.vocab_size - 4)]
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_types([3, 3, 3, 2] + [1] * (len(tokens) - 4))
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    for name, tensor in decoder.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to the embedding
+        values = tensor.numpy() + (1.0 if name.endswith("norm.weight") else 0.0)
+        writer.add_tensor(gguf_names[name], values.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return decoder
+
+
 @pytest.fixture(scope="session")
 def tiny_decoder_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_decoders")

@@ -9,6 +9,7 @@ Why not `pipeline("feature-extraction")`: by transformers convention it returns 
 involves learned weights no caller could reproduce from token states). `embed` returns that pooled vector.
 """
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..modeling.modeling_gemma_encoder import GemmaEncoderModel, GemmaEncoderPreTrainedModel
+from .conversion import check_pair_template
 
 Pair = tuple[str, str]
 
@@ -62,8 +64,10 @@ def score_pairs(
     """Raw logits for (text, text_pair) pairs, in input order, as a float32 CPU tensor: shape `(len(pairs),)` for a
     one-output model (a ranker or a regressor), `(len(pairs), num_labels)` otherwise. No sigmoid/softmax is applied.
 
-    Pairs are joined by the tokenizer's pair template (`<bos> text <eos> text_pair` for tokenizers prepared by
-    `gemma_encoder_hf.prepare_tokenizer`); when a pair is too long, the longer of the two texts is truncated first.
+    Pairs are joined by the tokenizer's pair template, which must be `<bos> text <eos> text_pair` (tokenizers saved
+    by `gemma-encoder convert` or prepared by `gemma_encoder_hf.prepare_tokenizer`; a raw Gemma tokenizer is refused
+    with a ValueError). An empty `text_pair` still counts as a pair (`<bos> text <eos>`), as in CrossEncoder. When a
+    pair is too long, the longer of the two texts is truncated first, with a warning.
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise TypeError(f"pairs must be a list of (text, text_pair) tuples, got {type(pairs).__name__}.")
@@ -72,6 +76,8 @@ def score_pairs(
             raise TypeError(f"pairs[{i}] must be a (text, text_pair) tuple of two strings, got {pair!r}.")
     if not hasattr(model.config, "num_labels"):
         raise TypeError(f"{type(model).__name__} has no classification head; score_pairs needs a classifier/ranker.")
+    # A raw Gemma tokenizer would join the pairs as `<bos> A <bos> B`: scores unlike every other path's.
+    check_pair_template(tokenizer)
     encodings = _tokenize(tokenizer, model, [p[0] for p in pairs], [p[1] for p in pairs])
 
     def logits(batch: BatchEncoding) -> torch.Tensor:
@@ -121,6 +127,21 @@ def _tokenize(
     # positions the model has.
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     encoded = tokenizer(texts, text_pairs, truncation=True, max_length=max_length, return_attention_mask=True)
+    # Only inputs that fill max_length can have been cut: tokenize those again, whole, to tell.
+    full = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == max_length]
+    if full:
+        again = tokenizer(
+            [texts[i] for i in full], [text_pairs[i] for i in full] if text_pairs else None, verbose=False
+        )["input_ids"]
+        lengths = {i: len(ids) for i, ids in zip(full, again) if len(ids) > max_length}
+        if lengths:
+            warnings.warn(
+                f"{len(lengths)} of {len(texts)} inputs are longer than max_length={max_length} tokens (the longest "
+                f"has {max(lengths.values())}; first at index {min(lengths)}) and were truncated. Raise "
+                "tokenizer.model_max_length to keep more (at most the model's max_position_embeddings; time and "
+                "memory grow with it).",
+                stacklevel=3,
+            )
     keys = ("input_ids", "attention_mask")
     return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 

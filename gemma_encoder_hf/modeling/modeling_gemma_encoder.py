@@ -17,6 +17,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -798,6 +799,10 @@ def build_pooler(config: GemmaEncoderConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# The file `from_decoder` writes, next to the converted config, to record which decoder a model was converted from.
+CONVERSION_RECORD_FILE = "gemma_encoder_conversion.json"
+
+
 class GemmaEncoderPreTrainedModel(PreTrainedModel):
     config_class = GemmaEncoderConfig
     config: GemmaEncoderConfig
@@ -869,7 +874,16 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
 
         safetensors alone says e.g. "Error while deserializing header: incomplete metadata", naming neither the file
         nor the fix. Matched by class name because this file may import only torch and transformers.
+
+        A folder holding a conversion record (written by `from_decoder`, which names it as the model's
+        `name_or_path`) is converted again from its decoder: that is how PEFT adapters trained on a model fresh from
+        `from_decoder` find their base model. Only the gemma-encoder-hf package writes such folders, so it is
+        imported for them alone.
         """
+        if os.path.isfile(os.path.join(str(pretrained_model_name_or_path), CONVERSION_RECORD_FILE)):
+            from gemma_encoder_hf.integrations.conversion import load_conversion_record
+
+            return load_conversion_record(cls, pretrained_model_name_or_path, *args, **kwargs)
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as err:
@@ -1217,6 +1231,32 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        """Refuse a saved head whose pooler is another kind than this model's, even under `strict=False`.
+
+        PEFT loads an adapter's head (`modules_to_save`) with `strict=False` and drops the keys the model lacks: an
+        attention-pooling head loaded into a model built with mean pooling would lose its trained pooler without a
+        word and score differently. PEFT's wrapper segments are left out of the comparison.
+        """
+
+        def pooler_keys(keys) -> set[str]:
+            names = (re.sub(r"\.(modules_to_save\.[^.]+|original_module)\.", ".", k[len(prefix) :]) for k in keys)
+            return {name for name in names if name.startswith("score.pooler.")}
+
+        saved = pooler_keys(k for k in state_dict if k.startswith(prefix))
+        own = pooler_keys(prefix + name for name, _ in self.named_parameters())
+        if any(k.startswith(prefix + "score.") for k in state_dict) and saved != own:
+            kinds = {"score.pooler.probes": "query probes", "score.pooler.key_probes": "kv probes"}
+            saved_kind = next((f"attention ({kinds[k]})" for k in sorted(saved) if k in kinds), "mean, first or last")
+            errors.append(
+                f"The saved head was trained with {saved_kind} pooling, but this model was built with "
+                f"{type(self.score.pooler).__name__ if hasattr(self.score, 'pooler') else 'another pooler'}. Build it "
+                "with the head settings it was trained with, e.g. from_pretrained(base, pooling='attention', "
+                "attention_pooling_probe=...), also as keyword arguments of AutoPeftModelForSequenceClassification."
+                "from_pretrained."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
 
     def forward(
         self,
