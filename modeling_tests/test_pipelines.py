@@ -188,7 +188,7 @@ def test_embed_sorts_batches_and_restores_order(base_model, real_encoder_dir, to
         expected = torch.cat([model(**tokenizer(t, return_tensors="pt")).pooler_output for t in texts])
     got = embed(model, tokenizer, texts, batch_size=2, show_progress_bar=False)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    normalized = embed(model, tokenizer, texts, batch_size=3, normalize=True, show_progress_bar=False)
+    normalized = embed(model, tokenizer, texts, batch_size=3, normalize_embeddings=True, show_progress_bar=False)
     torch.testing.assert_close(normalized, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5, rtol=1e-4)
     assert embed(model, tokenizer, [], show_progress_bar=False).shape == (0, model.config.hidden_size)
 

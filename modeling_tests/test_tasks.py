@@ -5,6 +5,7 @@ the real Gemma 3 270M (`real_encoder_dir`) over 16 SST-2 rows and 2 SciFact quer
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ from gemma_encoder_hf import (
     cli,
     data,
 )
-from gemma_encoder_hf.harness.evaluation import predict_logits, ranking_metrics, task_metrics
+from gemma_encoder_hf.harness.evaluation import ranking_metrics, task_metrics
+from gemma_encoder_hf.integrations.inference import predict_logits
 from gemma_encoder_hf.harness.training import (
     RankingCollator,
     TrainingConfig,
@@ -35,7 +37,7 @@ from gemma_encoder_hf.harness.training import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT = data.DEFAULT_DATA_ROOT
+ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
 
 
@@ -109,12 +111,12 @@ def test_optimizer_gives_the_head_its_own_learning_rate(tiny_encoder_dir):
 
 def test_finetune_classifier_learns_and_restores_the_best_checkpoint(tiny_encoder_dir, tmp_path):
     task = data.get_task("sst2")
-    rows = data.subsample(data.load_glue(task), 32, task, seed=0)
+    rows = data.subsample(data.load_glue(task, ROOT), 32, task, seed=0)
     model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, **task.model_kwargs())
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
-    before = task_metrics(task, predict_logits(model, tokenizer, rows["text"]), np.asarray(rows["label"]))
+    before = task_metrics(task, predict_logits(model, tokenizer, rows["text"]).numpy(), np.asarray(rows["label"]))
     config = TrainingConfig(output_dir=tmp_path, epochs=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
-                            max_length=48, freeze_embeddings=True, show_progress=False, device="cpu")
+                            max_length=48, freeze_embeddings=True, show_progress_bar=False, device="cpu")
     result = finetune_classifier(model, tokenizer, task, rows, rows, config)  # fits its own training rows
     assert set(result.metrics) == {"accuracy", "f1", "loss"}
     assert result.metrics["accuracy"] >= 0.9 > before["accuracy"]
@@ -133,7 +135,7 @@ def test_ranking_collator_and_reranker_training(tiny_encoder_dir, tmp_path):
 
     model = GemmaEncoderForRanking.from_pretrained(tiny_encoder_dir, ranking_group_size=4)
     config = TrainingConfig(output_dir=tmp_path, epochs=2, batch_size=2, max_length=64, learning_rate=1e-3,
-                            show_progress=False, device="cpu")
+                            show_progress_bar=False, device="cpu")
     result = finetune_reranker(model, tokenizer, groups, config)
     assert np.isfinite(result.metrics["train_loss"]) and result.trainer.state.global_step > 0
     wrong = GemmaEncoderForRanking.from_pretrained(tiny_encoder_dir, ranking_group_size=8)
@@ -166,13 +168,13 @@ def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
     record = json.loads((out / "results.json").read_text())
     assert record["task"] == "rte" and record["dataset"]["split"] == "validation(seed=0)"
-    assert record["config"]["attention"] == "bidirectional" and record["metrics"]["eval_examples"] == 12
+    assert record["config"]["attention"] == "bidirectional" and record["details"]["eval_examples"] == 12
 
     assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-examples", "12", "--max-length", "48",
-                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
+                     "--device", "cpu", "--data", str(ROOT), "--out", str(tmp_path / "eval.json")]) == 0
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
-    assert set(again) == {"model", "task", "dataset", "metrics", "config"}
+    assert set(again) == {"model", "task", "dataset", "metrics", "details", "config"}
 
 
 def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_dir, tmp_path):
@@ -193,7 +195,7 @@ def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_di
     original = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(adapted.state_dict()[q], original.state_dict()[q])
-    assert json.loads((out / "results.json").read_text())["metrics"]["eval_examples"] == 12
+    assert json.loads((out / "results.json").read_text())["details"]["eval_examples"] == 12
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -209,14 +211,14 @@ def test_evaluate_cli_sst2_real_model(real_encoder_dir, tmp_path):
     tokenizer.save_pretrained(tmp_path / "clf")
 
     assert cli.main(["evaluate", str(tmp_path / "clf"), "--task", "sst2", "--max-examples", "16", "--device", "cpu",
-                     "--out", str(tmp_path / "sst2.json")]) == 0
+                     "--data", str(ROOT), "--out", str(tmp_path / "sst2.json")]) == 0
     record = json.loads((tmp_path / "sst2.json").read_text())
     assert record["dataset"] == {"name": "sst2", "split": "validation(seed=0)", "path": str(ROOT / "sst2/train.tsv")}
-    assert record["config"]["model_type"] == "gemma_encoder" and record["metrics"]["num_examples"] == 16
+    assert record["config"]["model_type"] == "gemma_encoder" and record["details"]["num_examples"] == 16
 
     # Independent check: the same 16 rows scored one at a time (no padding, no length sorting).
     task = data.get_task("sst2")
-    _, val = data.train_validation_split(data.load_glue(task), task, seed=0)
+    _, val = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
     rows = data.subsample(val, 16, task, seed=0)
     model.eval()
     with torch.inference_mode():
@@ -231,13 +233,14 @@ def test_evaluate_cli_rerank_real_model(real_encoder_dir, tmp_path):
     assert cli.main(["evaluate", str(tmp_path / "ranker"), "--rerank", str(ROOT / "scifact"), "--max-queries", "2",
                      "--top-k", "5", "--max-length", "128", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
     record = json.loads((tmp_path / "r.json").read_text())
-    metrics = record["metrics"]
-    assert record["task"] == "rerank" and metrics["num_queries"] == 2 and metrics["top_k"] == 5
+    metrics, details = record["metrics"], record["details"]
+    assert record["task"] == "rerank" and details["num_queries"] == 2 and details["top_k"] == 5
+    assert set(metrics) == {"ndcg@10", "mrr@10"}  # BM25's scores are details, not the model's metrics
 
     subset = data.load_reranking(ROOT / "scifact", "test").restrict(2, 5)
     qrels = Qrels(subset.qrels)
     bm25 = Run({q: dict(c) for q, c in subset.candidates.items()})
-    assert metrics["bm25_ndcg@10"] == pytest.approx(evaluate(qrels, bm25, "ndcg@10"))
+    assert details["bm25_ndcg@10"] == pytest.approx(evaluate(qrels, bm25, "ndcg@10"))
     # Re-score each pair alone: the reranker's metrics must come from these scores.
     model = GemmaEncoderForRanking.from_pretrained(tmp_path / "ranker").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ranker")
@@ -250,7 +253,15 @@ def test_evaluate_cli_rerank_real_model(real_encoder_dir, tmp_path):
 
 
 def test_evaluate_cli_errors(tmp_path, capsys):
-    assert cli.main(["evaluate", str(tmp_path), "--task", "sst2", "--rerank", str(tmp_path)]) == 2
-    assert "exactly one of --task" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", str(tmp_path), "--task", "sst2", "--rerank", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --rerank: not allowed with argument --task" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path), "--rerank", str(tmp_path)]) == 2
-    assert "not a BEIR folder" in capsys.readouterr().err
+    assert "error: argument --rerank: " in capsys.readouterr().err
+    # A missing model folder is named as such, not sent to the Hub ("Repo id must be in the form ...").
+    missing = tmp_path / "runs" / "glue-sst2" / "modle"
+    assert cli.main(["evaluate", str(missing), "--task", "sst2", "--data", str(ROOT), "--max-examples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gemma-encoder evaluate: error: argument model: No such folder: {missing}")
+    assert "Repo id" not in err
