@@ -218,6 +218,13 @@ def test_embed_and_score_pairs_on_task_models(saved_models, tokenizer):
     assert ranker.training is False
 
 
+def test_score_pairs_on_a_model_without_a_classification_head_says_what_to_load(base_model, tokenizer):
+    """It raised `AttributeError: ... has no attribute 'logits'`."""
+    with pytest.raises(TypeError, match=r"GemmaEncoderModel is not a sequence classifier.*"
+                                        r"AutoModelForSequenceClassification.*use `embed` for pooled vectors"):
+        score_pairs(base_model, tokenizer, [("a query", "a document")], show_progress_bar=False)
+
+
 def test_bad_inputs_raise_clear_errors(saved_models, tokenizer):
     _, ranker = saved_models["ranker"]
     with pytest.raises(TypeError, match="list of strings"):

@@ -6,6 +6,7 @@ the real Gemma 3 270M (`real_encoder_dir`) over 16 SST-2 rows and 2 SciFact quer
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,9 @@ from gemma_encoder_hf import (
     GemmaEncoderConfig,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
-    cli,
-    data,
 )
+from gemma_encoder_hf.harness import cli, data, evaluation
 from gemma_encoder_hf.harness.evaluation import ranking_metrics, task_metrics
-from gemma_encoder_hf.integrations.inference import predict_logits
 from gemma_encoder_hf.harness.training import (
     RankingCollator,
     TrainingConfig,
@@ -35,6 +34,8 @@ from gemma_encoder_hf.harness.training import (
     finetune_reranker,
     load_task_model,
 )
+from gemma_encoder_hf.integrations.inference import predict_logits, score_pairs
+from gemma_encoder_hf.integrations.model_card import build_model_card, load_results
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -153,6 +154,40 @@ def test_load_task_model_draws_the_new_head_from_its_seed(tiny_encoder_dir):
     assert not torch.equal(head(3), head(4))
 
 
+def test_evaluation_scores_through_the_inference_runner(tiny_encoder_dir, tmp_path, capsys):
+    """`gemma-encoder evaluate` and `score_pairs` share one batched runner: on the same pairs and length limit they
+    give bit-identical scores (so identical metrics), and evaluation shows the runner's progress bar."""
+    task = data.get_task("stsb")
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, **task.model_kwargs())
+    model.save_pretrained(tmp_path / "stsb")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    tokenizer.save_pretrained(tmp_path / "stsb")
+    assert cli.main(["evaluate", str(tmp_path / "stsb"), "--task", "stsb", "--data", str(ROOT), "--max-examples",
+                     "24", "--max-length", "20", "--batch-size", "5", "--device", "cpu",
+                     "--out", str(tmp_path / "stsb.json")]) == 0
+    assert re.search(r"score: 100%.*5/5", capsys.readouterr().err)  # 24 pairs in batches of 5
+    record = json.loads((tmp_path / "stsb.json").read_text())
+
+    _, validation = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
+    rows = data.subsample(validation, 24, task, seed=0)
+    scores = score_pairs(model, tokenizer, list(zip(rows["text"], rows["text_pair"])), batch_size=5, max_length=20,
+                         show_progress_bar=False)
+    assert record["metrics"] == task_metrics(task, scores.numpy(), np.asarray(rows["label"]))
+    assert torch.equal(evaluation.predict_logits(model, tokenizer, rows["text"], rows["text_pair"], batch_size=5,
+                                                 max_length=20, show_progress_bar=False).squeeze(-1), scores)
+
+    # Reranking goes through the same runner: its run holds exactly score_pairs' scores.
+    reranking = data.load_reranking(ROOT / "scifact", "test").restrict(2, 3)
+    run = evaluation.rerank(model, tokenizer, reranking, batch_size=4, max_length=20, show_progress_bar=False)
+    pairs = [(q, d) for q, cands in reranking.candidates.items() for d, _ in cands]
+    expected = score_pairs(model, tokenizer, [(reranking.queries[q], reranking.corpus[d]) for q, d in pairs],
+                           batch_size=4, max_length=20, show_progress_bar=False)
+    assert [run[q][d] for q, d in pairs] == expected.tolist()
+    with pytest.raises(ValueError, match="has no rows"):
+        evaluation.evaluate_classifier(model, tokenizer, rows.select([]), task)
+
+
 def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir, tmp_path):
     """The example carves the validation split; `gemma-encoder evaluate` with the same seed re-scores those rows;
     running the same command again (a new process) trains the same weights."""
@@ -169,6 +204,10 @@ def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir
     record = json.loads((out / "results.json").read_text())
     assert record["task"] == "rte" and record["dataset"]["split"] == "validation(seed=0)"
     assert record["config"]["attention"] == "bidirectional" and record["details"]["eval_examples"] == 12
+    # The card built from this results.json publishes the model's metrics only: no counts or timings in model-index.
+    card = build_model_card(GemmaEncoderConfig.from_pretrained(out / "model"), model_id="me/rte",
+                            results=load_results([out / "results.json"]))
+    assert {result.metric_type for result in card.data.eval_results} == {"accuracy", "loss"}
 
     assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-examples", "12", "--max-length", "48",
                      "--device", "cpu", "--data", str(ROOT), "--out", str(tmp_path / "eval.json")]) == 0

@@ -189,7 +189,9 @@ def _add_evaluate(sub) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="score a saved model on a GLUE task (--task) or by reranking BM25 candidates (--rerank)"
     )
-    evaluate.add_argument("model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)")
+    evaluate.add_argument(
+        "model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)"
+    )
     what = evaluate.add_mutually_exclusive_group(required=True)
     what.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, stsb, qnli")
     what.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
