@@ -36,6 +36,7 @@ from gemma_encoder_hf.harness.training import (
 )
 from gemma_encoder_hf.integrations.inference import predict_logits, score_pairs
 from gemma_encoder_hf.integrations.model_card import build_model_card, load_results
+from test_docs import DOCS, commands
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -214,6 +215,24 @@ def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
     assert set(again) == {"model", "task", "dataset", "metrics", "details", "config"}
+
+
+def test_finetune_glue_example_writes_what_the_docs_say(tiny_encoder_dir, tmp_path, monkeypatch):
+    """The README's main job (on the tiny encoder, 2 steps), then every documented `gemma-encoder` command on its
+    output, run as written: afterwards every `runs/glue-sst2/...` path the docs name exists."""
+    main_job = next(tokens for doc, tokens in commands() if doc == "README.md" and "finetune_glue.py" in tokens[1])
+    subprocess.run([sys.executable, str(REPO / main_job[1]), *main_job[2:], "--model", str(tiny_encoder_dir),
+                    "--max-steps", "2", "--device", "cpu"], check=True, cwd=tmp_path, capture_output=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(ROOT))
+    documented = [tokens for _, tokens in commands()
+                  if tokens[0] == "gemma-encoder" and "runs/glue-sst2/model" in tokens]
+    assert {tokens[1] for tokens in documented} == {"evaluate", "card"}
+    for tokens in documented:
+        assert cli.main([*tokens[1:], *(["--device", "cpu"] if tokens[1] == "evaluate" else [])]) == 0, tokens
+    named = {path for doc in DOCS for path in re.findall(r"runs/glue-sst2/[\w./-]*\w", doc.read_text())}
+    assert {"runs/glue-sst2/model", "runs/glue-sst2/results.json"} <= named
+    assert [path for path in sorted(named) if not (tmp_path / path).exists()] == []
 
 
 def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_dir, tmp_path):
