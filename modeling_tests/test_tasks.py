@@ -189,40 +189,19 @@ def test_evaluation_scores_through_the_inference_runner(tiny_encoder_dir, tmp_pa
         evaluation.evaluate_classifier(model, tokenizer, rows.select([]), task)
 
 
-def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir, tmp_path):
-    """The example carves the validation split; `gemma-encoder evaluate` with the same seed re-scores those rows;
-    running the same command again (a new process) trains the same weights."""
-    def run_example(out):
-        command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
-                   str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
-                   "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out)]
-        subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
-        return load_file(out / "model" / "model.safetensors")
-
-    out = tmp_path / "rte"
-    weights, again = run_example(out), run_example(tmp_path / "rte-again")
-    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
-    record = json.loads((out / "results.json").read_text())
-    assert record["task"] == "rte" and record["dataset"]["split"] == "validation(seed=0)"
-    assert record["config"]["attention"] == "bidirectional" and record["details"]["eval_examples"] == 12
-    # The card built from this results.json publishes the model's metrics only: no counts or timings in model-index.
-    card = build_model_card(GemmaEncoderConfig.from_pretrained(out / "model"), model_id="me/rte",
-                            results=load_results([out / "results.json"]))
-    assert {result.metric_type for result in card.data.eval_results} == {"accuracy", "loss"}
-
-    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-examples", "12", "--max-length", "48",
-                     "--device", "cpu", "--data", str(ROOT), "--out", str(tmp_path / "eval.json")]) == 0
-    again = json.loads((tmp_path / "eval.json").read_text())
-    assert again["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
-    assert set(again) == {"model", "task", "dataset", "metrics", "details", "config"}
-
-
 def test_finetune_glue_example_writes_what_the_docs_say(tiny_encoder_dir, tmp_path, monkeypatch):
     """The README's main job (on the tiny encoder, 2 steps), then every documented `gemma-encoder` command on its
-    output, run as written: afterwards every `runs/glue-sst2/...` path the docs name exists."""
+    output, run as written: every `runs/glue-sst2/...` path the docs name exists afterwards; `gemma-encoder evaluate`
+    re-scores the validation rows the example carved (same accuracy); the same command in a new process trains the
+    same weights; the model card publishes the model's metrics only."""
     main_job = next(tokens for doc, tokens in commands() if doc == "README.md" and "finetune_glue.py" in tokens[1])
-    subprocess.run([sys.executable, str(REPO / main_job[1]), *main_job[2:], "--model", str(tiny_encoder_dir),
-                    "--max-steps", "2", "--device", "cpu"], check=True, cwd=tmp_path, capture_output=True)
+    command = [sys.executable, str(REPO / main_job[1]), *main_job[2:], "--model", str(tiny_encoder_dir),
+               "--max-steps", "2", "--device", "cpu"]
+    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run([*command, "--output-dir", "again"], check=True, cwd=tmp_path, capture_output=True)
+    weights, again = (load_file(tmp_path / out / "model" / "model.safetensors") for out in ("runs/glue-sst2", "again"))
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(data.DATA_ENV_VAR, str(ROOT))
     documented = [tokens for _, tokens in commands()
@@ -231,8 +210,19 @@ def test_finetune_glue_example_writes_what_the_docs_say(tiny_encoder_dir, tmp_pa
     for tokens in documented:
         assert cli.main([*tokens[1:], *(["--device", "cpu"] if tokens[1] == "evaluate" else [])]) == 0, tokens
     named = {path for doc in DOCS for path in re.findall(r"runs/glue-sst2/[\w./-]*\w", doc.read_text())}
-    assert {"runs/glue-sst2/model", "runs/glue-sst2/results.json"} <= named
+    assert {"runs/glue-sst2/model", "runs/glue-sst2/results.json", "runs/glue-sst2/eval.json"} <= named
     assert [path for path in sorted(named) if not (tmp_path / path).exists()] == []
+
+    record = json.loads((tmp_path / "runs/glue-sst2/results.json").read_text())
+    assert record["task"] == "sst2" and record["dataset"]["split"] == "validation(seed=0)"
+    assert record["config"]["attention"] == "bidirectional" and record["details"]["eval_examples"] == 256
+    evaluated = json.loads((tmp_path / "runs/glue-sst2/eval.json").read_text())
+    assert evaluated["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+    assert set(evaluated) == {"model", "task", "dataset", "metrics", "details", "config"}
+    # The card built from the main job's results.json: no counts or timings among the model-index metrics.
+    card = build_model_card(GemmaEncoderConfig.from_pretrained(tmp_path / "runs/glue-sst2/model"), model_id="me/sst2",
+                            results=load_results([tmp_path / "runs/glue-sst2/results.json"]))
+    assert {result.metric_type for result in card.data.eval_results} == {"accuracy", "f1", "loss"}
 
 
 def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_dir, tmp_path):
