@@ -1,14 +1,17 @@
 """Data readers on the real shared files, deterministic splits, user tables and ranking groups."""
 
 import json
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gemma_encoder_hf.harness import data
+from gemma_encoder_hf.harness.errors import InvalidArgumentError, PathNotFoundError
 
-ROOT = data.DEFAULT_DATA_ROOT
+ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
 
 
@@ -27,7 +30,7 @@ needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data fold
 )
 def test_glue_readers_match_provenance(task, rows, label_counts, pair):
     spec = data.get_task(task)
-    pool = data.load_glue(spec)
+    pool = data.load_glue(spec, ROOT)
     assert len(pool) == rows
     assert ("text_pair" in pool.column_names) == pair == spec.is_pair
     if label_counts is not None:
@@ -77,7 +80,7 @@ def test_not_a_beir_folder(tmp_path):
 @needs_data
 def test_validation_split_is_deterministic_stratified_and_budget_independent():
     spec = data.get_task("sst2")
-    pool = data.load_glue(spec)
+    pool = data.load_glue(spec, ROOT)
     train_a, val_a = data.train_validation_split(pool, spec, seed=0)
     train_b, val_b = data.train_validation_split(pool, spec, seed=0)
     _, val_c = data.train_validation_split(pool, spec, seed=1)
@@ -105,8 +108,11 @@ def test_user_tables_tsv_csv_jsonl(tmp_path):
     assert csv_rows["text"][0] == "what, with comma?" and csv_rows["label"] == [1, 0]
     assert data.load_table(tmp_path / "a.jsonl", spec, **columns)["label"] == [1, 0]
 
-    with pytest.raises(ValueError, match=r"no column\(s\) \['sentence', 'label'\].*--text-column"):
+    # Library terms: the parameter that named the missing column, and the columns there are; no CLI flag.
+    with pytest.raises(InvalidArgumentError, match=r"no column 'sentence' \(text_column\), 'label' \(label_column\); "
+                       r"its columns are \['q', 'd', 'y'\]") as info:
         data.load_table(tmp_path / "a.tsv", spec, text_column="sentence")
+    assert info.value.argument == "text_column" and "--" not in str(info.value)
     (tmp_path / "bad.tsv").write_text("q\td\ty\nx\ty\tmaybe\n")
     with pytest.raises(ValueError, match="'maybe' is neither a class id nor one of"):
         data.load_table(tmp_path / "bad.tsv", spec, **columns)
@@ -134,3 +140,43 @@ def test_ranking_groups_use_bm25_hard_negatives():
         assert all(d in top for d in ids[1:]) or len(top) < 30
     with pytest.raises(ValueError, match="at least one negative"):
         data.ranking_groups(train, 1)
+
+
+def test_integer_labels_that_are_not_class_ids_become_classes_in_ascending_order(tmp_path):
+    """1-5 stars with num_labels=5 (the example in finetune_glue.py's help): star 1 -> id 0 ... star 5 -> id 4, and
+    the star values are the class names (id2label), instead of "label 5 is outside [0, 5)"."""
+    rows = [("great", 5), ("awful", 1), ("fine", 3), ("good", 4), ("meh", 2), ("superb", 5)]
+    (tmp_path / "reviews.csv").write_text("review,stars\n" + "".join(f"{t},{s}\n" for t, s in rows))
+    spec = data.custom_task("reviews", num_labels=5)
+    reviews = data.load_table(tmp_path / "reviews.csv", spec, text_column="review", label_column="stars")
+    assert reviews["label"] == [4, 0, 2, 3, 1, 4]
+    task = spec.with_labels_of(reviews)
+    assert task.model_kwargs()["id2label"] == {0: "1", 1: "2", 2: "3", 3: "4", 4: "5"}
+    # Splits keep the class names.
+    train, _ = data.train_validation_split(reviews, task, validation_size=1, seed=0)
+    assert spec.with_labels_of(train).label_names == ("1", "2", "3", "4", "5")
+    # Ids 0..n-1 stay ids, and names given by the user stay theirs.
+    (tmp_path / "ids.csv").write_text("review,stars\na,0\nb,1\n")
+    ids = data.load_table(tmp_path / "ids.csv", data.custom_task("ids", num_labels=2), text_column="review",
+                          label_column="stars")
+    assert ids["label"] == [0, 1] and ids.features["label"].names == ["0", "1"]
+    # Three distinct values cannot be five classes: say so.
+    (tmp_path / "three.csv").write_text("review,stars\na,1\nb,3\nc,5\n")
+    with pytest.raises(InvalidArgumentError, match=r"labels \[1, 3, 5\] are not class ids 0..4, and there are 3 "):
+        data.load_table(tmp_path / "three.csv", spec, text_column="review", label_column="stars")
+
+
+def test_no_data_root_baked_into_the_package(tmp_path, monkeypatch):
+    """The data root is an argument or GEMMA_ENCODER_DATA; without either the error says how to give one."""
+    monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
+    assert not hasattr(data, "DEFAULT_DATA_ROOT")
+    with pytest.raises(InvalidArgumentError, match="pass data_root .* or set the environment variable "
+                       "GEMMA_ENCODER_DATA") as info:
+        data.load_glue("sst2")
+    assert info.value.argument == "data_root"
+    with pytest.raises(PathNotFoundError, match="holds no sst2/train.tsv"):
+        data.load_glue("sst2", tmp_path)
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path))
+    assert data.load_glue("sst2")["label"] == [1, 0]

@@ -1,5 +1,13 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
-"""The `gemma-encoder` command. Each subcommand parses its arguments and calls one library function."""
+"""The `gemma-encoder` command. Each subcommand parses its arguments and calls one library function.
+
+Adding a subcommand: write `_cmd_<name>(args)` (it calls the library) and `_add_<name>(sub)` (it declares the flags,
+`set_defaults(func=_cmd_<name>, flags={...})`), and list `_add_<name>` in `SUBCOMMANDS`. `flags` maps the library
+function's parameter names to the command's flags: when the library raises an `InvalidArgumentError` about a
+parameter, the error is printed as argparse prints its own, `gemma-encoder <cmd>: error: argument --flag: ...`,
+with exit status 2. Every other input error (ValueError, TypeError, OSError, ImportError) is printed the same way
+without the `argument` part; tracebacks are for bugs only.
+"""
 
 import argparse
 import json
@@ -7,34 +15,55 @@ import logging
 import sys
 
 from ..modeling.configuration_gemma_encoder import ATTENTION_TYPES, POOLING_TYPES
+from .errors import InvalidArgumentError
+
+# Input errors the library raises; anything else is a bug and keeps its traceback.
+INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError)
 
 
-def _parse_value(text: str):
-    """CLI override values: JSON when it parses (numbers, booleans, null, lists), else the raw string."""
+def _config_override(item: str) -> tuple[str, object]:
+    """`--set KEY=VALUE`: VALUE is JSON when it parses (numbers, booleans, null, lists), else the raw string."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. pooling=mean), got {item!r}")
     try:
-        return json.loads(text)
+        return key, json.loads(value)
     except json.JSONDecodeError:
-        return text
+        return key, value
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    overrides = {}
-    for name in ("attention", "pooling", "num_labels"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = _parse_value(value)
-    return overrides
+# ----------------------------------------------------------------------------------------------------------------------
+# convert
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
     from ..integrations.conversion import convert
 
-    out = convert(args.source, args.output_dir, task=args.task, **_overrides(args))
+    overrides = {name: getattr(args, name) for name in ("attention", "pooling", "num_labels")}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    overrides.update(dict(args.set or []))
+    out = convert(args.source, args.output_dir, task=args.task, **overrides)
     print(f"wrote {args.task} encoder to {out}")
+
+
+def _add_convert(sub) -> None:
+    convert = sub.add_parser("convert", help="convert a Gemma decoder (folder, Hub id, GGUF, 'embedded') to an encoder")
+    convert.add_argument("source", help="decoder folder, Hub id, .gguf file, or 'embedded' (Gemma 3 270M from PyPI)")
+    convert.add_argument("output_dir")
+    convert.add_argument("--task", choices=("base", "classification", "ranking", "masked-lm"), default="base")
+    convert.add_argument("--attention", choices=ATTENTION_TYPES)
+    convert.add_argument("--pooling", choices=POOLING_TYPES)
+    convert.add_argument("--num-labels", type=int, dest="num_labels")
+    convert.add_argument(
+        "--set", action="append", type=_config_override, metavar="KEY=VALUE", help="any GemmaEncoderConfig field"
+    )
+    convert.set_defaults(func=_cmd_convert, flags={"source": "source", "output_dir": "output_dir"})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# card
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 def _cmd_card(args: argparse.Namespace) -> None:
@@ -51,13 +80,29 @@ def _cmd_card(args: argparse.Namespace) -> None:
     print(f"wrote model card to {out}")
 
 
+def _add_card(sub) -> None:
+    card = sub.add_parser("card", help="write the model card (README.md) of a saved GemmaEncoder model")
+    card.add_argument("model_dir", help="folder written by save_pretrained / convert")
+    card.add_argument("--results", nargs="+", default=[], metavar="JSON", help="`gemma-encoder evaluate` results")
+    card.add_argument("--out", help="where to write the card (default: MODEL_DIR/README.md)")
+    card.add_argument("--model-id", dest="model_id", help="Hub repo id the usage snippet loads (default: MODEL_DIR)")
+    card.add_argument("--base-model", dest="base_model", help="Hub id of the decoder, e.g. google/gemma-3-270m")
+    card.add_argument("--training-data", nargs="+", default=[], dest="training_data", metavar="DATASET")
+    card.set_defaults(func=_cmd_card, flags={"model_dir": "model_dir"})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# adapt
+# ----------------------------------------------------------------------------------------------------------------------
+
+
 def _cmd_adapt(args: argparse.Namespace) -> None:
     from .adaptation import adapt, default_corpus, read_texts
 
     if args.text:
         texts = [t for path in args.text for t in read_texts(path, args.column)]
     else:
-        texts = default_corpus(args.data) if args.data else default_corpus()
+        texts = default_corpus(args.data)
     out = adapt(
         args.source,
         texts,
@@ -66,66 +111,23 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         masking=args.masking,
         mask_rate=args.mask_rate,
         steps=args.steps,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         max_length=args.max_length,
         lora=args.lora_rank,
         train_embeddings=args.train_embeddings,
         seed=args.seed,
-        use_cpu=args.cpu,
+        device=args.device,
     )
     record = json.loads((out / "adaptation.json").read_text())
     print(
-        f"adapted on {record['num_texts']} texts in {record['train_seconds'] / 60:.1f} min "
-        f"({record['seconds_per_step']} s/step, mean loss {record['mean_loss']}); wrote {out}"
+        f"adapted on {record['num_texts_seen']} of {record['num_texts']} texts ({record['steps']} steps x "
+        f"{record['batch_size']}) in {record['train_seconds'] / 60:.1f} min ({record['seconds_per_step']} s/step, "
+        f"mean loss {record['mean_loss']}); wrote {out}"
     )
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
-
-    if (args.task is None) == (args.rerank is None):
-        raise ValueError("pass exactly one of --task TASK (GLUE classification) or --rerank DIR (BEIR folder)")
-    common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
-    if args.task is not None:
-        record = evaluate_saved_classifier(
-            args.model, args.task, data=args.data, split=args.split or "validation", split_seed=args.split_seed,
-            max_examples=args.max_examples, **common,
-        )
-    else:
-        record = evaluate_saved_reranker(
-            args.model, args.rerank, split=args.split or "test", max_queries=args.max_queries, top_k=args.top_k,
-            **common,
-        )
-    text = json.dumps(record, indent=2)
-    if args.out:
-        write_results(args.out, record)
-    print(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gemma-encoder", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    convert = sub.add_parser("convert", help="convert a Gemma decoder (folder, Hub id, GGUF, 'embedded') to an encoder")
-    convert.add_argument("source", help="decoder folder, Hub id, .gguf file, or 'embedded' (Gemma 3 270M from PyPI)")
-    convert.add_argument("output_dir")
-    convert.add_argument("--task", choices=("base", "classification", "ranking", "masked-lm"), default="base")
-    convert.add_argument("--attention", choices=ATTENTION_TYPES)
-    convert.add_argument("--pooling", choices=POOLING_TYPES)
-    convert.add_argument("--num-labels", type=int, dest="num_labels")
-    convert.add_argument("--set", action="append", metavar="KEY=VALUE", help="any GemmaEncoderConfig field")
-    convert.set_defaults(func=_cmd_convert)
-
-    card = sub.add_parser("card", help="write the model card (README.md) of a saved GemmaEncoder model")
-    card.add_argument("model_dir", help="folder written by save_pretrained / convert")
-    card.add_argument("--results", nargs="+", default=[], metavar="JSON", help="`gemma-encoder evaluate` results")
-    card.add_argument("--out", help="where to write the card (default: MODEL_DIR/README.md)")
-    card.add_argument("--model-id", dest="model_id", help="Hub repo id the usage snippet loads (default: MODEL_DIR)")
-    card.add_argument("--base-model", dest="base_model", help="Hub id of the decoder, e.g. google/gemma-3-270m")
-    card.add_argument("--training-data", nargs="+", default=[], dest="training_data", metavar="DATASET")
-    card.set_defaults(func=_cmd_card)
-
+def _add_adapt(sub) -> None:
     # Choices are spelled out rather than imported: the adaptation module pulls in datasets and the Trainer, which
     # `gemma-encoder --help` and `convert` should not pay for.
     adapt = sub.add_parser(
@@ -139,27 +141,63 @@ def build_parser() -> argparse.ArgumentParser:
         help=".txt (one text per line) or .tsv/.csv/.jsonl (with --column); default: the MS MARCO passages of --data",
     )
     adapt.add_argument("--column", help="column holding the text in a table file")
-    adapt.add_argument("--data", help="data root holding the default corpus (default: <repo>/../shared/data)")
+    adapt.add_argument(
+        "--data", help="data root holding the default corpus (default: the environment variable GEMMA_ENCODER_DATA)"
+    )
     adapt.add_argument("--objective", choices=("mntp", "mlm"), default="mntp")
     adapt.add_argument("--masking", choices=("mask", "bert"), default="mask", help="all <mask>, or 80/10/10")
     adapt.add_argument("--mask-rate", type=float, default=0.2, dest="mask_rate")
     adapt.add_argument("--steps", type=int, default=150)
-    adapt.add_argument("--lr", type=float, default=1e-4)
+    adapt.add_argument("--learning-rate", type=float, default=1e-4, dest="learning_rate")
     adapt.add_argument("--batch-size", type=int, default=32, dest="batch_size")
     adapt.add_argument("--max-length", type=int, default=64, dest="max_length")
     adapt.add_argument("--lora-rank", type=int, default=0, dest="lora_rank", help="> 0: LoRA of this rank, merged")
     adapt.add_argument("--train-embeddings", action="store_true", dest="train_embeddings")
     adapt.add_argument("--seed", type=int, default=0)
-    adapt.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is present")
-    adapt.set_defaults(func=_cmd_adapt)
+    adapt.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    adapt.set_defaults(
+        func=_cmd_adapt,
+        flags={"path": "--text", "column": "--column", "data_root": "--data", "device": "--device", "source": "source"},
+    )
 
+
+# ----------------------------------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
+
+    common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
+    if args.task is not None:
+        record = evaluate_saved_classifier(
+            args.model, args.task, data=args.data, split=args.split or "validation", split_seed=args.split_seed,
+            max_examples=args.max_examples, **common,
+        )
+    else:
+        record = evaluate_saved_reranker(
+            args.model, args.rerank, split=args.split or "test", max_queries=args.max_queries, top_k=args.top_k,
+            **common,
+        )
+    if args.out:
+        write_results(args.out, record)
+    print(json.dumps(record, indent=2))
+
+
+def _add_evaluate(sub) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="score a saved model on a GLUE task (--task) or by reranking BM25 candidates (--rerank)"
     )
-    evaluate.add_argument("model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)")
-    evaluate.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, stsb, qnli")
-    evaluate.add_argument("--data", help="data root (default: <repo>/../shared/data) or the task's TSV itself")
-    evaluate.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
+    evaluate.add_argument(
+        "model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)"
+    )
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, stsb, qnli")
+    what.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
+    evaluate.add_argument(
+        "--data", help="data root (default: the environment variable GEMMA_ENCODER_DATA) or the task's TSV itself"
+    )
     evaluate.add_argument(
         "--split", help="--task: 'validation' (carved from train, default) or 'all'; --rerank: query split (test)"
     )
@@ -171,8 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-length", type=int, default=256, dest="max_length")
     evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     evaluate.add_argument("--out", help="write the results JSON here (read by `gemma-encoder card --results`)")
-    evaluate.set_defaults(func=_cmd_evaluate)
+    evaluate.set_defaults(
+        func=_cmd_evaluate,
+        flags={
+            "model_path": "model", "data_root": "--data", "directory": "--rerank", "split": "--split",
+            "device": "--device",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = (_add_convert, _add_card, _add_adapt, _add_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemma-encoder", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
+
+
+def error_message(err: Exception, flags: dict[str, str]) -> str:
+    """The text after `error: `: argparse's `argument FLAG: ` prefix when the error is about one of the command's
+    arguments."""
+    if isinstance(err, InvalidArgumentError) and err.argument in flags:
+        return f"argument {flags[err.argument]}: {err}"
+    return str(err)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError, ImportError) as err:
-        print(f"gemma-encoder {args.command}: error: {err}", file=sys.stderr)
+    except INPUT_ERRORS as err:
+        print(f"gemma-encoder {args.command}: error: {error_message(err, args.flags)}", file=sys.stderr)
         return 2
     return 0
 
