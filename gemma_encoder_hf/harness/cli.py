@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="convert a Gemma decoder (folder, Hub id, GGUF, 'embedded') to an encoder")
     convert.add_argument("source", help="decoder folder, Hub id, .gguf file, or 'embedded' (Gemma 3 270M from PyPI)")
     convert.add_argument("output_dir")
-    convert.add_argument("--task", choices=("base", "classification", "ranking", "masked-lm"), default="base")
+    convert.add_argument(
+        "--task",
+        choices=("base", "classification", "ranking", "masked-lm", "token-classification", "question-answering"),
+        default="base",
+    )
     convert.add_argument("--attention", choices=ATTENTION_TYPES)
     convert.add_argument("--pooling", choices=POOLING_TYPES)
     convert.add_argument("--num-labels", type=int, dest="num_labels")

@@ -27,7 +27,7 @@ _KEY_MAPPING = {
 }
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
-_NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.")
+_NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.", "classifier.", "qa_outputs.")
 
 PAIR_TEMPLATE_DOC = "<bos> text <eos> text_pair"
 
@@ -235,12 +235,15 @@ def load_decoder_tokenizer(source: str | os.PathLike, max_length: int, **hub_kwa
 def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: str = "base", **overrides) -> Path:
     """Write a ready-to-use encoder folder (config, safetensors weights, tokenizer) converted from `source`.
 
-    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking" or "masked-lm".
+    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking", "masked-lm",
+    "token-classification" or "question-answering".
     """
     from ..modeling.modeling_gemma_encoder import (
         GemmaEncoderForMaskedLM,
+        GemmaEncoderForQuestionAnswering,
         GemmaEncoderForRanking,
         GemmaEncoderForSequenceClassification,
+        GemmaEncoderForTokenClassification,
         GemmaEncoderModel,
     )
 
@@ -249,6 +252,8 @@ def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: s
         "classification": GemmaEncoderForSequenceClassification,
         "ranking": GemmaEncoderForRanking,
         "masked-lm": GemmaEncoderForMaskedLM,
+        "token-classification": GemmaEncoderForTokenClassification,
+        "question-answering": GemmaEncoderForQuestionAnswering,
     }
     if task not in classes:
         raise ValueError(f"task={task!r} is not supported; allowed values: {list(classes)}.")
