@@ -24,6 +24,11 @@ from .integrations.conversion import PAIR_TEMPLATE_DOC, convert, prepare_tokeniz
 from .integrations.hub import push_to_hub
 from .integrations.inference import embed, score_pairs
 from .integrations.peft import register_peft_target_modules
+from .integrations.pipelines import (
+    ExtractiveQuestionAnsweringPipeline,
+    GemmaEncoderTokenClassificationPipeline,
+    register_pipelines,
+)
 from .modeling import (
     GemmaEncoderConfig,
     GemmaEncoderForMaskedLM,
@@ -46,6 +51,8 @@ AutoModelForQuestionAnswering.register(GemmaEncoderConfig, GemmaEncoderForQuesti
 
 # PEFT's LoraConfig (and other adapter methods) then need no `target_modules` for GemmaEncoder models.
 register_peft_target_modules()
+# `pipeline("extractive-question-answering", model=...)`: transformers 5 removed its question-answering pipeline.
+register_pipelines()
 
 __all__ = [
     "GemmaEncoderConfig",
@@ -56,6 +63,8 @@ __all__ = [
     "GemmaEncoderForTokenClassification",
     "GemmaEncoderForQuestionAnswering",
     "GemmaEncoderPreTrainedModel",
+    "ExtractiveQuestionAnsweringPipeline",
+    "GemmaEncoderTokenClassificationPipeline",
     "PAIR_TEMPLATE_DOC",
     "convert",
     "embed",

@@ -81,13 +81,51 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from .finetune import finetune_task
+
+    record = finetune_task(
+        args.task, args.source, args.output_dir, train_examples=args.train_examples, data=args.data,
+        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
+        attention=args.attention, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    print(json.dumps(record, indent=2))
+
+
+def _add_finetune_parser(sub) -> None:
+    finetune = sub.add_parser(
+        "finetune",
+        help="fine-tune on CoNLL-2003 NER, SQuAD QA or a GLUE task with the measured recipe; save model + results",
+    )
+    finetune.add_argument("source", help="decoder (folder, Hub id, .gguf, 'embedded') or GemmaEncoder folder")
+    finetune.add_argument("output_dir", help="gets the model, its tokenizer and results.json (the model-card format)")
+    finetune.add_argument("--task", required=True, help="conll2003, squad, or a GLUE task (sst2, cola, mrpc, ...)")
+    finetune.add_argument("--train-examples", type=int, dest="train_examples", help="train on the first N examples")
+    finetune.add_argument("--data", help="data root (default: <repo>/../shared/data) or the task's training file")
+    finetune.add_argument("--epochs", type=float, help="default: the task's recipe")
+    finetune.add_argument("--learning-rate", type=float, dest="learning_rate", help="backbone learning rate")
+    finetune.add_argument("--batch-size", type=int, dest="batch_size")
+    finetune.add_argument("--max-length", type=int, dest="max_length")
+    finetune.add_argument("--attention", choices=ATTENTION_TYPES, default="bidirectional")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    finetune.set_defaults(func=_cmd_finetune)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
 
     if (args.task is None) == (args.rerank is None):
         raise ValueError("pass exactly one of --task TASK (GLUE classification) or --rerank DIR (BEIR folder)")
-    common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
-    if args.task is not None:
+    common = dict(batch_size=args.batch_size, max_length=args.max_length or 256, device=args.device)
+    if args.task in ("conll2003", "squad"):
+        from .token_tasks import evaluate_saved_token_model
+
+        record = evaluate_saved_token_model(
+            args.model, args.task, data=args.data, max_examples=args.max_examples, split_seed=args.split_seed,
+            batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+        )  # fmt: skip
+    elif args.task is not None:
         record = evaluate_saved_classifier(
             args.model, args.task, data=args.data, split=args.split or "validation", split_seed=args.split_seed,
             max_examples=args.max_examples, **common,
@@ -161,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score a saved model on a GLUE task (--task) or by reranking BM25 candidates (--rerank)"
     )
     evaluate.add_argument("model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)")
-    evaluate.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, stsb, qnli")
+    evaluate.add_argument("--task", help="GLUE task (sst2, cola, mrpc, rte, stsb, qnli), conll2003 or squad")
     evaluate.add_argument("--data", help="data root (default: <repo>/../shared/data) or the task's TSV itself")
     evaluate.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
     evaluate.add_argument(
@@ -172,10 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-queries", type=int, dest="max_queries", help="rerank only the first N queries")
     evaluate.add_argument("--top-k", type=int, dest="top_k", help="rerank only the top K BM25 candidates")
     evaluate.add_argument("--batch-size", type=int, default=32, dest="batch_size")
-    evaluate.add_argument("--max-length", type=int, default=256, dest="max_length")
+    evaluate.add_argument(
+        "--max-length", type=int, dest="max_length",
+        help="default: 256 (conll2003: 128, squad: 384)",
+    )
     evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     evaluate.add_argument("--out", help="write the results JSON here (read by `gemma-encoder card --results`)")
     evaluate.set_defaults(func=_cmd_evaluate)
+    _add_finetune_parser(sub)
     return parser
 
 

@@ -20,7 +20,7 @@ from datasets import Dataset
 from sklearn.model_selection import train_test_split
 
 # `<repo>/../shared/data`: where the project's real data sits beside a clone of this repository.
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 CLASSIFICATION = "single_label_classification"
 REGRESSION = "regression"
