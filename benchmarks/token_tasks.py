@@ -37,6 +37,8 @@ from gemma_encoder_hf.harness.token_tasks import (
 )
 from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, load_task_model
 
+RUNS = Path("runs/token_tasks")  # adapted models and Trainer scratch (ignored by git)
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +75,7 @@ def main() -> None:
                 if mode == "bidirectional+mntp":
                     started = time.perf_counter()
                     texts = [" ".join(tokens) for tokens in train["tokens"]]
-                    model_source = adapt(source, texts, args.out.parent / f"runs/mntp-{n}-{seed}",
+                    model_source = adapt(source, texts, RUNS / f"mntp-{n}-{seed}",
                                          steps=args.adapt_steps, seed=seed, use_cpu=args.device == "cpu")  # fmt: skip
                     adapt_seconds = time.perf_counter() - started
                 model, tokenizer = load_task_model(
@@ -81,7 +83,7 @@ def main() -> None:
                     attention="causal" if mode == "causal" else "bidirectional", **conll_label_kwargs(),
                 )  # fmt: skip
                 config = TrainingConfig(
-                    output_dir=args.out.parent / "runs" / f"{mode}-{n}-{seed}",
+                    output_dir=RUNS / f"{mode}-{n}-{seed}",
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     learning_rate=args.learning_rate,

@@ -108,7 +108,7 @@ def finetune_task(
         model, tokenizer = load_task_model(
             GemmaEncoderForQuestionAnswering, source, cache_dir=cache_dir, seed=seed, **overrides
         )
-        result = finetune_qa(model, tokenizer, train, validation, config, doc_stride=recipe.doc_stride)
+        result = finetune_qa(model, tokenizer, train, validation, config)
         split, path = f"validation-articles(seed={SUBSET_SEED})", squad_file
     else:
         spec = get_task(task)

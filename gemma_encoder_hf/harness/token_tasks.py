@@ -48,7 +48,6 @@ class TokenTaskRecipe:
     """Defaults of `gemma-encoder finetune --task conll2003|squad` (see README: the measured recipe)."""
 
     max_length: int
-    doc_stride: int = 0
     epochs: float = 1.0
     learning_rate: float = TrainingConfig.learning_rate
     head_learning_rate: float | None = TrainingConfig.head_learning_rate
@@ -57,8 +56,13 @@ class TokenTaskRecipe:
 
 RECIPES = {
     "conll2003": TokenTaskRecipe(max_length=128, epochs=3.0),
-    "squad": TokenTaskRecipe(max_length=384, doc_stride=128, epochs=2.0),
+    "squad": TokenTaskRecipe(max_length=384, epochs=2.0),
 }
+
+
+def default_doc_stride(max_length: int) -> int:
+    """Overlap of consecutive QA windows: a third of the window (128 tokens at the usual 384)."""
+    return max_length // 3
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -294,11 +298,15 @@ def predict_answers(
     dataset: Dataset,
     *,
     max_length: int = 384,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
     max_answer_len: int = 30,
     batch_size: int = 32,
 ) -> dict[str, str]:
-    """The answer text of every question (id -> text), decoded over all its windows as the QA pipeline does."""
+    """The answer text of every question (id -> text), decoded over all its windows as the QA pipeline does.
+
+    `doc_stride`: overlap of the windows, a third of `max_length` by default.
+    """
+    doc_stride = default_doc_stride(max_length) if doc_stride is None else doc_stride
     features = dataset.map(
         lambda batch: qa_features(batch, tokenizer, max_length, doc_stride, with_positions=False),
         batched=True,
@@ -409,14 +417,16 @@ def finetune_qa(
     eval_dataset: Dataset | None,
     config: TrainingConfig,
     *,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune an extractive QA model on SQuAD-layout questions (doc-stride windows); EM/F1 on `eval_dataset`.
 
-    QA windows are padded on the right (the answer positions index the unpadded window), so the tokenizer's
-    `padding_side` is set to "right"; it is saved that way with the model.
+    Windows overlap by `doc_stride` tokens (default: a third of `config.max_length`). They are padded on the right
+    (the answer positions index the unpadded window), so the tokenizer's `padding_side` is set to "right"; it is
+    saved that way with the model.
     """
     tokenizer.padding_side = "right"
+    doc_stride = default_doc_stride(config.max_length) if doc_stride is None else doc_stride
     _prepare_model(model, config)
     train = train_dataset.map(
         lambda batch: qa_features(batch, tokenizer, config.max_length, doc_stride, with_positions=True),
@@ -498,7 +508,7 @@ def evaluate_saved_token_model(
         metrics = evaluate_ner(model, tokenizer, dataset, batch_size=batch_size, max_length=max_length)
     else:
         metrics = evaluate_squad(model, tokenizer, dataset, max_length=max_length,
-                                 doc_stride=RECIPES["squad"].doc_stride, batch_size=batch_size)  # fmt: skip
+                                 doc_stride=default_doc_stride(max_length), batch_size=batch_size)  # fmt: skip
     return results_record(
         model=str(model_path), task=task, dataset_name=task, split=split, path=str(path), metrics=metrics,
         config=model.config,
