@@ -92,17 +92,20 @@ def test_finetune_then_evaluate_cli(task, tiny_real_vocab_dir, tmp_path, capsys)
     out = tmp_path / "model"
     length = "64" if task == "conll2003" else "96"
     assert cli_main(["finetune", str(tiny_real_vocab_dir), str(out), "--task", task, "--train-examples", "16",
-                     "--epochs", "1", "--batch-size", "8", "--max-length", length, "--device", "cpu"]) == 0  # fmt: skip
+                     "--eval-examples", "24", "--epochs", "1", "--batch-size", "8", "--max-length", length,
+                     "--device", "cpu"]) == 0  # fmt: skip
     record = json.loads((out / "results.json").read_text())
-    assert record["task"] == task and record["metrics"]["train_examples"] >= 16
+    assert record["task"] == task and record["training"]["train_examples"] >= 16
     capsys.readouterr()
-    limit = ["--max-examples", "40"]
+    limit = ["--max-examples", "24"]
     assert cli_main(["evaluate", str(out), "--task", task, "--max-length", length, "--device", "cpu",
                      "--out", str(tmp_path / "eval.json"), *limit]) == 0  # fmt: skip
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     main_metrics = ("f1", "precision", "recall") if task == "conll2003" else ("exact_match", "f1")
     for name in main_metrics:
         assert 0.0 <= evaluated["metrics"][name] <= 1.0
+        # The saved model, reloaded, scores the same rows as at the end of fine-tuning.
+        assert evaluated["metrics"][name] == pytest.approx(record["metrics"][name], abs=1e-6)
     card = write_model_card(out, results_files=[tmp_path / "eval.json"]).read_text()
     assert "model-index" in card and f"type: {main_metrics[0]}" in card
     pipeline_tag = "token-classification" if task == "conll2003" else "question-answering"

@@ -85,7 +85,8 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     from .finetune import finetune_task
 
     record = finetune_task(
-        args.task, args.source, args.output_dir, train_examples=args.train_examples, data=args.data,
+        args.task, args.source, args.output_dir, train_examples=args.train_examples,
+        eval_examples=args.eval_examples, data=args.data,
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
         attention=args.attention, seed=args.seed, device=args.device,
     )  # fmt: skip
@@ -101,6 +102,7 @@ def _add_finetune_parser(sub) -> None:
     finetune.add_argument("output_dir", help="gets the model, its tokenizer and results.json (the model-card format)")
     finetune.add_argument("--task", required=True, help="conll2003, squad, or a GLUE task (sst2, cola, mrpc, ...)")
     finetune.add_argument("--train-examples", type=int, dest="train_examples", help="train on the first N examples")
+    finetune.add_argument("--eval-examples", type=int, dest="eval_examples", help="score the first N validation rows")
     finetune.add_argument("--data", help="data root (default: <repo>/../shared/data) or the task's training file")
     finetune.add_argument("--epochs", type=float, help="default: the task's recipe")
     finetune.add_argument("--learning-rate", type=float, dest="learning_rate", help="backbone learning rate")

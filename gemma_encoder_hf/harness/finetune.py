@@ -44,12 +44,17 @@ def _first(dataset, n: int | None):
     return dataset.shuffle(seed=SUBSET_SEED).select(range(n))
 
 
+def _head(dataset, n: int | None):
+    return dataset if n is None else dataset.select(range(min(n, len(dataset))))
+
+
 def finetune_task(
     task: str,
     source: str | Path,
     output_dir: str | Path,
     *,
     train_examples: int | None = None,
+    eval_examples: int | None = None,
     data: str | Path | None = None,
     epochs: float | None = None,
     learning_rate: float | None = None,
@@ -67,6 +72,8 @@ def finetune_task(
     shared `validation.jsonl`. squad: splits the shared questions by article (`split_by_article`, seed 0), trains on
     the training articles, scores EM/F1 on the validation articles. GLUE tasks: the stratified validation split of
     `train_validation_split`, as `examples/finetune_glue.py`. `data` is the data root or the task's training file.
+    `eval_examples` scores only the first N validation rows (the rows `gemma-encoder evaluate --max-examples N`
+    scores for the token tasks).
     """
     task = task.lower()
     output_dir = Path(output_dir)
@@ -94,7 +101,7 @@ def finetune_task(
     if task == "conll2003":
         train_file = Path(data) if data is not None and Path(data).is_file() else root / CONLL_FILES["train"]
         train = _first(load_conll(train_file), train_examples)
-        validation = load_conll(root / CONLL_FILES["validation"])
+        validation = _head(load_conll(root / CONLL_FILES["validation"]), eval_examples)
         model, tokenizer = load_task_model(
             GemmaEncoderForTokenClassification, source, cache_dir=cache_dir, seed=seed, **conll_label_kwargs(),
             **overrides,
@@ -104,7 +111,7 @@ def finetune_task(
     elif task == "squad":
         squad_file = Path(data) if data is not None and Path(data).is_file() else root / SQUAD_FILE
         train, validation = split_by_article(load_squad(squad_file), seed=SUBSET_SEED)
-        train = _first(train, train_examples)
+        train, validation = _first(train, train_examples), _head(validation, eval_examples)
         model, tokenizer = load_task_model(
             GemmaEncoderForQuestionAnswering, source, cache_dir=cache_dir, seed=seed, **overrides
         )
@@ -119,6 +126,7 @@ def finetune_task(
             pool, path = load_glue(spec, root), root / spec.file
         train, validation = train_validation_split(pool, spec, seed=SUBSET_SEED)
         train = subsample(train, train_examples, spec, seed=SUBSET_SEED)
+        validation = subsample(validation, eval_examples, spec, seed=SUBSET_SEED)
         model, tokenizer = load_task_model(
             GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed, **spec.model_kwargs(),
             **overrides,
@@ -128,10 +136,15 @@ def finetune_task(
 
     result.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    metrics = {**result.metrics, "train_examples": float(len(train)), "train_seconds": round(result.train_seconds, 1)}
     record = results_record(
-        model=str(output_dir), task=task, dataset_name=task, split=split, path=str(path), metrics=metrics,
+        model=str(output_dir), task=task, dataset_name=task, split=split, path=str(path), metrics=result.metrics,
         config=result.model.config,
     )
+    # Kept out of `metrics`, which model cards publish as model-index entries.
+    record["training"] = {
+        "train_examples": len(train), "epochs": config.epochs, "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
+        "max_length": config.max_length, "seed": seed, "train_seconds": round(result.train_seconds, 1),
+    }  # fmt: skip
     write_results(output_dir / "results.json", record)
     return record
