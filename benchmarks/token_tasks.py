@@ -105,8 +105,8 @@ def main() -> None:
                 }  # fmt: skip
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                write(args, rows)  # after every run: an interrupted benchmark keeps what it measured
                 del model, result
-    write(args, rows)
 
 
 def write(args: argparse.Namespace, rows: list[dict]) -> None:

@@ -193,7 +193,7 @@ def test_usage_snippets_run_as_written_without_package(real_encoder_dir, tmp_pat
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=500,  # five snippets, each loading the 33 MB Gemma tokenizer
     )
     assert result.returncode == 0, result.stderr[-5000:]
     assert "custom code" not in result.stdout + result.stderr  # no trust_remote_code prompt on the way
