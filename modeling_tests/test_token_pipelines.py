@@ -26,10 +26,13 @@ from gemma_encoder_hf import (
     GemmaEncoderTokenClassificationPipeline,
     push_to_hub,
 )
+from datasets import Dataset
+
 from gemma_encoder_hf.harness.token_tasks import (
     CONLL_LABELS,
     align_ner_labels,
     conll_label_kwargs,
+    evaluate_ner,
     qa_features,
 )
 
@@ -197,6 +200,27 @@ def test_ner_labels_go_to_the_first_piece_of_each_word(tokenizer):
     assert encoded["num_words"] == len(words)
     truncated = align_ner_labels(words, tags, tokenizer, max_length=4)
     assert truncated["num_words"] < len(words) and len(truncated["input_ids"]) == 4
+
+
+def test_evaluate_ner_reads_each_word_from_its_first_piece(tokenizer):
+    """SENTENCES as CoNLL rows (punctuation split off) through `evaluate_ner`: the controlled tagger finds every
+    entity, in a padded batch of sentences of different lengths under Gemma's default left padding."""
+    rows = {
+        "tokens": [
+            "Angela Müller flew to São Paulo , then met Peter-Paul at Gdańsk .".split(),
+            "On Monday , Zoë Ångström-Lindqvist ( CEO of Nordwind AG ) visited Münster .".split(),
+        ],
+        "ner_tags": [
+            "B-PER I-PER O O B-LOC I-LOC O O O B-PER O B-LOC O".split(),
+            "O O O B-PER I-PER O O O B-ORG I-ORG O O B-LOC O".split(),
+        ],
+    }
+    assert tokenizer.padding_side == "left"
+    metrics = evaluate_ner(controlled_tagger(tokenizer), tokenizer, Dataset.from_dict(rows), batch_size=2)
+    assert metrics["f1"] == 1.0 and metrics["accuracy"] == 1.0
+    # Words cut off by max_length count as predicted O: recall drops, precision stays.
+    short = evaluate_ner(controlled_tagger(tokenizer), tokenizer, Dataset.from_dict(rows), max_length=8)
+    assert short["recall"] < 1.0 and short["precision"] == 1.0
 
 
 def test_qa_features_mark_answers_inside_their_windows(tokenizer):

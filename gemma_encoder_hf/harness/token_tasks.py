@@ -351,14 +351,16 @@ def evaluate_squad(
 def _predict(model, tokenizer, features: Dataset, batch_size: int, token_level: bool):
     """Padded-right logits of every feature as numpy: (n, seq, labels), or the (start, end) pair of (n, seq)."""
     device = next(model.parameters()).device
-    collator = DataCollatorWithPadding(tokenizer, padding=True)
     columns = [c for c in ("input_ids", "attention_mask") if c in features.column_names]
     features = features.select_columns(columns)
     outputs = []
     model.eval()
     with torch.inference_mode():
         for begin in range(0, len(features), batch_size):
-            batch = collator([features[i] for i in range(begin, min(begin + batch_size, len(features)))])
+            rows = [features[i] for i in range(begin, min(begin + batch_size, len(features)))]
+            # Right padding whatever the tokenizer's default (Gemma's is left): position i of every row is then the
+            # feature's token i, which is what the labels and offsets index.
+            batch = tokenizer.pad(rows, padding=True, padding_side="right", return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
             if token_level:
