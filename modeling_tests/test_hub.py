@@ -114,8 +114,10 @@ def test_saved_folder_has_complete_auto_map_and_source_files(model_class, tmp_pa
         "AutoConfig": "configuration_gemma_encoder.GemmaEncoderConfig",
         "AutoModel": "modeling_gemma_encoder.GemmaEncoderModel",
         "AutoModelForMaskedLM": "modeling_gemma_encoder.GemmaEncoderForMaskedLM",
+        "AutoModelForQuestionAnswering": "modeling_gemma_encoder.GemmaEncoderForQuestionAnswering",
         "AutoModelForSequenceClassification": "modeling_gemma_encoder."
         + (expected_seq_cls or "GemmaEncoderForSequenceClassification"),
+        "AutoModelForTokenClassification": "modeling_gemma_encoder.GemmaEncoderForTokenClassification",
     }
     for name in SOURCE_FILES:
         shipped = (tmp_path / name).read_text()
@@ -315,7 +317,14 @@ def test_reload_without_package_reproduces_logits(pushed, hub, hub_env, tmp_path
     assert out["classes"]["lora_base"].startswith("transformers_modules.")
     resaved = json.loads((tmp_path / "resaved" / "config.json").read_text())["auto_map"]
     assert resaved["AutoModelForSequenceClassification"] == "modeling_gemma_encoder.GemmaEncoderForRanking"
-    assert set(resaved) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+    assert set(resaved) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForMaskedLM",
+        "AutoModelForQuestionAnswering",
+        "AutoModelForSequenceClassification",
+        "AutoModelForTokenClassification",
+    }
     pushed_files = hub.repos[RANKER_REPO].resolve("main").files
     for name in SOURCE_FILES:
         assert (tmp_path / "resaved" / name).read_bytes() == pushed_files[name].content

@@ -51,7 +51,11 @@ def _add_convert(sub) -> None:
     convert = sub.add_parser("convert", help="convert a Gemma decoder (folder, Hub id, GGUF, 'embedded') to an encoder")
     convert.add_argument("source", help="decoder folder, Hub id, .gguf file, or 'embedded' (Gemma 3 270M from PyPI)")
     convert.add_argument("output_dir")
-    convert.add_argument("--task", choices=("base", "classification", "ranking", "masked-lm"), default="base")
+    convert.add_argument(
+        "--task",
+        choices=("base", "classification", "ranking", "masked-lm", "token-classification", "question-answering"),
+        default="base",
+    )
     convert.add_argument("--attention", choices=ATTENTION_TYPES)
     convert.add_argument("--pooling", choices=POOLING_TYPES)
     convert.add_argument("--num-labels", type=int, dest="num_labels")
@@ -162,6 +166,46 @@ def _add_adapt(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# finetune
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from .finetune import finetune_task
+
+    record = finetune_task(
+        args.task, args.source, args.output_dir, train_examples=args.train_examples,
+        eval_examples=args.eval_examples, data=args.data,
+        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
+        attention=args.attention, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    print(json.dumps(record, indent=2))
+
+
+def _add_finetune(sub) -> None:
+    finetune = sub.add_parser(
+        "finetune",
+        help="fine-tune on CoNLL-2003 NER, SQuAD QA or a GLUE task with the measured recipe; save model + results",
+    )
+    finetune.add_argument("source", help="decoder (folder, Hub id, .gguf, 'embedded') or GemmaEncoder folder")
+    finetune.add_argument("output_dir", help="gets the model, its tokenizer and results.json (the model-card format)")
+    finetune.add_argument("--task", required=True, help="conll2003, squad, or a GLUE task (sst2, cola, mrpc, ...)")
+    finetune.add_argument("--train-examples", type=int, dest="train_examples", help="train on the first N examples")
+    finetune.add_argument("--eval-examples", type=int, dest="eval_examples", help="score the first N validation rows")
+    finetune.add_argument(
+        "--data", help="data root (default: the environment variable GEMMA_ENCODER_DATA) or the task's training file"
+    )
+    finetune.add_argument("--epochs", type=float, help="default: the task's recipe")
+    finetune.add_argument("--learning-rate", type=float, dest="learning_rate", help="backbone learning rate")
+    finetune.add_argument("--batch-size", type=int, dest="batch_size")
+    finetune.add_argument("--max-length", type=int, dest="max_length")
+    finetune.add_argument("--attention", choices=ATTENTION_TYPES, default="bidirectional")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    finetune.set_defaults(func=_cmd_finetune)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # evaluate
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -170,7 +214,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
 
     common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
-    if args.task is not None:
+    if args.task in ("conll2003", "squad"):
+        from .token_tasks import evaluate_saved_token_model
+
+        record = evaluate_saved_token_model(
+            args.model, args.task, data=args.data, max_examples=args.max_examples, split_seed=args.split_seed,
+            batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+        )  # fmt: skip
+    elif args.task is not None:
         record = evaluate_saved_classifier(
             args.model, args.task, data=args.data, split=args.split or "validation", split_seed=args.split_seed,
             max_examples=args.max_examples, **common,
@@ -193,7 +244,7 @@ def _add_evaluate(sub) -> None:
         "model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)"
     )
     what = evaluate.add_mutually_exclusive_group(required=True)
-    what.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, stsb, qnli")
+    what.add_argument("--task", help="GLUE task (sst2, cola, mrpc, rte, stsb, qnli), conll2003 or squad")
     what.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
     evaluate.add_argument(
         "--data", help="data root (default: the environment variable GEMMA_ENCODER_DATA) or the task's TSV itself"
@@ -206,7 +257,10 @@ def _add_evaluate(sub) -> None:
     evaluate.add_argument("--max-queries", type=int, dest="max_queries", help="rerank only the first N queries")
     evaluate.add_argument("--top-k", type=int, dest="top_k", help="rerank only the top K BM25 candidates")
     evaluate.add_argument("--batch-size", type=int, default=32, dest="batch_size")
-    evaluate.add_argument("--max-length", type=int, default=256, dest="max_length")
+    evaluate.add_argument(
+        "--max-length", type=int, dest="max_length",
+        help="default: 256 (conll2003: 128, squad: 384)",
+    )
     evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     evaluate.add_argument("--out", help="write the results JSON here (read by `gemma-encoder card --results`)")
     evaluate.set_defaults(
@@ -222,7 +276,7 @@ def _add_evaluate(sub) -> None:
 # main
 # ----------------------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = (_add_convert, _add_card, _add_adapt, _add_evaluate)
+SUBCOMMANDS = (_add_convert, _add_card, _add_adapt, _add_finetune, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,8 +32,9 @@ from .evaluation import compute_metrics_fn
 from ..modeling.modeling_gemma_encoder import ranking_loss
 
 # Parameters under these top-level names are the task head (and its pooler): new weights, which the paper trains with
-# a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers.
-HEAD_PREFIXES = ("score.", "classifier.")
+# a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers;
+# `classifier` and `qa_outputs` are the token-level heads' (and BERT's) names.
+HEAD_PREFIXES = ("score.", "classifier.", "qa_outputs.")
 
 
 @dataclass

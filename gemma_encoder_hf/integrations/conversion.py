@@ -44,7 +44,7 @@ _KEY_MAPPING = {
 }
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
-_NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.")
+_NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.", "classifier.", "qa_outputs.")
 
 PAIR_TEMPLATE_DOC = "<bos> text <eos> text_pair"
 
@@ -511,13 +511,16 @@ def convert(
 ) -> Path:
     """Write a ready-to-use encoder folder (config, safetensors weights, tokenizer) converted from `source`.
 
-    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking" or "masked-lm". `max_length` is
-    the tokenizer's `model_max_length` (default `DEFAULT_MAX_LENGTH`); `overrides` are GemmaEncoderConfig fields.
+    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking", "masked-lm",
+    "token-classification" or "question-answering". `max_length` is the tokenizer's `model_max_length` (default
+    `DEFAULT_MAX_LENGTH`); `overrides` are GemmaEncoderConfig fields.
     """
     from ..modeling.modeling_gemma_encoder import (
         GemmaEncoderForMaskedLM,
+        GemmaEncoderForQuestionAnswering,
         GemmaEncoderForRanking,
         GemmaEncoderForSequenceClassification,
+        GemmaEncoderForTokenClassification,
         GemmaEncoderModel,
     )
 
@@ -526,6 +529,8 @@ def convert(
         "classification": GemmaEncoderForSequenceClassification,
         "ranking": GemmaEncoderForRanking,
         "masked-lm": GemmaEncoderForMaskedLM,
+        "token-classification": GemmaEncoderForTokenClassification,
+        "question-answering": GemmaEncoderForQuestionAnswering,
     }
     if task not in classes:
         raise ValueError(f"task={task!r} is not supported; allowed values: {list(classes)}.")

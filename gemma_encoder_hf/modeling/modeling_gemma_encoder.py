@@ -9,6 +9,7 @@ Layout of the file:
     pooling    - first-K / last-K / mean / attention (query- or KV-probe) poolers
     models     - GemmaEncoderModel, GemmaEncoderForSequenceClassification, GemmaEncoderForRanking,
                  GemmaEncoderForMaskedLM
+    token heads - GemmaEncoderForTokenClassification, GemmaEncoderForQuestionAnswering
     losses     - ranking losses
 """
 
@@ -28,7 +29,13 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from transformers.utils import logging
 
 from .configuration_gemma_encoder import GemmaEncoderConfig
@@ -1585,6 +1592,223 @@ def _drop_unpredictable_mntp_labels(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Token-level heads (token classification, extractive question answering)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GemmaEncoderTokenHead(nn.Module):
+    """Per-token MLP: dropout -> dense -> activation -> dropout -> projection to `num_outputs`, on every position.
+
+    The sequence head's MLP without its pooler, sized by the same config fields (`classifier_hidden_size`: 0 for a
+    single linear layer; `classifier_dropout`; `classifier_activation`).
+    """
+
+    def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
+        super().__init__()
+        width = config.hidden_size if config.classifier_hidden_size is None else config.classifier_hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        if width:
+            self.dense = nn.Linear(config.hidden_size, width)
+            self.act = ACT2FN[config.classifier_activation]
+        else:
+            self.dense, width = None, config.hidden_size
+        self.out_proj = nn.Linear(width, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states)
+        if self.dense is not None:
+            x = self.dropout(self.act(self.dense(x)))
+        return self.out_proj(x)
+
+
+class _GemmaEncoderForTokens(GemmaEncoderPreTrainedModel):
+    """Backbone whose every token state feeds a `GemmaEncoderTokenHead`; subclasses name the head and define the loss.
+
+    The losses are means over the batch's targets, so `accepts_loss_kwargs = False`: the Trainer then divides by the
+    gradient-accumulation steps itself instead of passing `num_items_in_batch`.
+    """
+
+    accepts_loss_kwargs = False
+    _head_name: str
+
+    def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
+        super().__init__(config)
+        self.model = GemmaEncoderModel(config, add_pooling_layer=False)
+        setattr(self, self._head_name, GemmaEncoderTokenHead(config, num_outputs))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def _token_logits(
+        self, input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
+    ) -> tuple[torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
+        """(logits (batch, seq, outputs), attention mask, backbone outputs)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if attention_mask is None:
+            ref = input_ids if input_ids is not None else inputs_embeds
+            attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
+        backbone_kwargs = {} if output_attentions is None else {"output_attentions": output_attentions}
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **backbone_kwargs,
+        )
+        logits = getattr(self, self._head_name)(outputs.last_hidden_state)
+        return logits, attention_mask, outputs
+
+
+class GemmaEncoderForTokenClassification(_GemmaEncoderForTokens):
+    """One label per token (NER, PII tagging, chunking): `logits` has shape `(batch, seq, num_labels)`.
+
+    `labels` hold a class id per token and -100 where there is nothing to predict (special tokens, the non-first
+    pieces of a word, padding); the loss is the mean cross-entropy over the other tokens. Padding positions
+    (`attention_mask == 0`) are never targets, so padded, packed and flattened batches give the same loss. The head
+    is called `classifier`, the name PEFT's `TOKEN_CLS` task trains and saves with an adapter.
+    """
+
+    _head_name = "classifier"
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__(config, config.num_labels)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TokenClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits, attention_mask, outputs = self._token_logits(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
+        )
+        loss = None if labels is None else self._token_loss(logits, labels, attention_mask)
+        attentions = getattr(outputs, "attentions", None)
+        if not return_dict:
+            rest = tuple(v for v in (logits, outputs.hidden_states, attentions) if v is not None)
+            return ((loss,) + rest) if loss is not None else rest
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=attentions
+        )
+
+    def _token_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        num_labels = self.config.num_labels
+        labels = labels.to(logits.device)
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(
+                f"Token-classification labels must have the shape of input_ids {tuple(logits.shape[:2])} (a class id "
+                f"per token, -100 where there is nothing to predict), got {tuple(labels.shape)}."
+            )
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"Token-classification labels must be integer class ids, got dtype {labels.dtype}.")
+        labels = labels.masked_fill(attention_mask.to(labels.device) == 0, -100)
+        bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_labels))]
+        if bad.numel():
+            raise ValueError(
+                f"Labels {sorted(set(bad.tolist()))} are outside [0, {num_labels}) for a {num_labels}-label token "
+                "classifier (-100 marks ignored tokens); check num_labels or the label mapping."
+            )
+        selected = labels != -100
+        if not selected.any():
+            # A batch without targets (e.g. every word truncated away): a zero loss that keeps the graph, not NaN.
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[selected].float(), labels[selected].long())
+
+
+class GemmaEncoderForQuestionAnswering(_GemmaEncoderForTokens):
+    """Extractive question answering: a start and an end score per token (`start_logits`, `end_logits`).
+
+    The head `qa_outputs` (the name PEFT's `QUESTION_ANS` task saves with an adapter) projects every token state to
+    two scores. Padding positions get the lowest score, so no answer span can start or end in padding and the padded
+    and packed computations give the same loss. `start_positions` / `end_positions` are token indices as in BERT:
+    positions past the sequence are clamped to its length and ignored, and the loss is the mean of the start and
+    end cross-entropies.
+    """
+
+    _head_name = "qa_outputs"
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__(config, 2)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits, attention_mask, outputs = self._token_logits(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
+        )
+        padding = attention_mask.to(logits.device) == 0
+        logits = logits.masked_fill(padding.unsqueeze(-1), torch.finfo(logits.dtype).min)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+
+        loss = None
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError("Pass both start_positions and end_positions for a loss, or neither.")
+        if start_positions is not None:
+            loss = (
+                self._position_loss(start_logits, start_positions, padding, "start_positions")
+                + self._position_loss(end_logits, end_positions, padding, "end_positions")
+            ) / 2
+        attentions = getattr(outputs, "attentions", None)
+        if not return_dict:
+            rest = tuple(v for v in (start_logits, end_logits, outputs.hidden_states, attentions) if v is not None)
+            return ((loss,) + rest) if loss is not None else rest
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=attentions,
+        )
+
+    @staticmethod
+    def _position_loss(logits: torch.Tensor, positions: torch.Tensor, padding: torch.Tensor, name: str) -> torch.Tensor:
+        batch, seq = logits.shape
+        positions = positions.to(logits.device)
+        if positions.dim() > 1:  # (batch, 1) from some collators
+            positions = positions.squeeze(-1)
+        if positions.shape != (batch,) or positions.is_floating_point():
+            raise ValueError(f"{name} must hold one integer token index per example, shape ({batch},); got "
+                             f"{tuple(positions.shape)} of dtype {positions.dtype}.")  # fmt: skip
+        # As BERT: an index past the sequence (an answer truncated away) is clamped to `seq` and ignored.
+        positions = positions.clamp(0, seq)
+        inside = positions < seq
+        on_padding = torch.zeros_like(inside)
+        on_padding[inside] = padding[inside.nonzero().squeeze(-1), positions[inside]]
+        if on_padding.any():
+            raise ValueError(
+                f"{name} {positions[on_padding].tolist()} point at padding tokens (rows "
+                f"{on_padding.nonzero().flatten().tolist()}); token indices must be computed on the padded batch "
+                "(pad on the right, or shift the positions by the left padding)."
+            )
+        if not inside.any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[inside].float(), positions[inside])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Auto classes (what a Hub repo's config.json `auto_map` lists)
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -1641,4 +1865,6 @@ __all__ = [
     "GemmaEncoderForSequenceClassification",
     "GemmaEncoderForRanking",
     "GemmaEncoderForMaskedLM",
+    "GemmaEncoderForTokenClassification",
+    "GemmaEncoderForQuestionAnswering",
 ]
