@@ -83,3 +83,131 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def run_cli(*args) -> int:
     return cli_main([str(a) for a in args])
+
+
+def read_output(path: Path) -> pa.Table:
+    return pq.read_table(path)
+
+
+def test_embed_keeps_ids_and_order_and_equals_embed(tiny_models, tmp_path):
+    rows = random_rows(23)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    # Shards of 5 rows (the last one shorter), batches of 2: the sorting and re-ordering cross batch boundaries.
+    report = bulk.run_bulk(
+        "embed", tiny_models["base"], source, tmp_path / "out.parquet", bulk.Columns(id="doc"),
+        shard_size=5, batch_size=2, show_progress_bar=False,
+    )  # fmt: skip
+    assert (report.rows, report.shards, report.bad_rows) == (23, 5, 0)
+    table = read_output(tmp_path / "out.parquet")
+    assert table.column_names == ["doc", "embedding", "error"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    assert table.column("doc").to_pylist() == [r["doc"] for r in rows]
+    assert table.column("error").null_count == 23
+    assert not (tmp_path / "out.parquet.parts").exists()
+
+    from gemma_encoder_hf import embed
+
+    model = GemmaEncoderModel.from_pretrained(tiny_models["base"])
+    expected = embed(model, tiny_tokenizer(), [r["text"] for r in rows], batch_size=7, show_progress_bar=False)
+    got = torch.tensor(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_classify_names_labels_and_score_matches_ranker(tiny_models, tmp_path):
+    rows = random_rows(9)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    assert run_cli("classify", tiny_models["classifier"], source, tmp_path / "c.parquet", "--shard-size", 4) == 0
+    table = read_output(tmp_path / "c.parquet")
+    assert table.column_names == ["row", "label", "score", "scores", "error"]
+    assert table.column("row").to_pylist() == list(range(9))
+    assert table.schema.field("scores").type.names == ["neg", "neutral", "pos"]
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_models["classifier"]).eval()
+    with torch.no_grad():
+        batch = tiny_tokenizer()([r["text"] for r in rows], padding=True, return_tensors="pt")
+        probs = model(**batch).logits.softmax(-1)
+    names = ["neg", "neutral", "pos"]
+    assert table.column("label").to_pylist() == [names[i] for i in probs.argmax(-1).tolist()]
+    got = torch.tensor([[s[n] for n in names] for s in table.column("scores").to_pylist()])
+    torch.testing.assert_close(got, probs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(table.column("score").to_pylist()), probs.max(-1).values, atol=1e-5, rtol=0)
+
+    from gemma_encoder_hf import score_pairs
+
+    out = tmp_path / "s.parquet"
+    args = ["--text-column", "query", "--text-pair-column", "text", "--id-column", "doc", "--shard-size", 4]
+    assert run_cli("score", tiny_models["ranker"], source, out, *args) == 0
+    table = read_output(out)
+    assert table.column_names == ["doc", "score", "error"]
+    ranker = GemmaEncoderForRanking.from_pretrained(tiny_models["ranker"])
+    expected = score_pairs(ranker, tiny_tokenizer(), [(r["query"], r["text"]) for r in rows], show_progress_bar=False)
+    torch.testing.assert_close(torch.tensor(table.column("score").to_pylist()), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_every_input_format_gives_the_same_output(tiny_models, tmp_path):
+    rows = random_rows(11)
+    inputs = {"jsonl": write_jsonl(tmp_path / "in.jsonl", rows)}
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=3)  # row groups that do not align with shards
+    pa_csv.write_csv(table, tmp_path / "in.csv")
+    (tmp_path / "in.tsv").write_text("doc\ttext\tquery\n" + "".join(f"{r['doc']}\t{r['text']}\t{r['query']}\n" for r in rows))
+    inputs.update(parquet=tmp_path / "in.parquet", csv=tmp_path / "in.csv", tsv=tmp_path / "in.tsv")
+    outputs = {}
+    for name, source in inputs.items():
+        out = tmp_path / f"{name}.parquet"
+        assert run_cli("embed", tiny_models["base"], source, out, "--id-column", "doc", "--shard-size", 4) == 0
+        outputs[name] = read_output(out)
+    for name, table in outputs.items():
+        assert table.equals(outputs["jsonl"]), name
+
+
+def test_bad_rows_raise_or_are_kept_with_their_ids(tiny_models, tmp_path, capsys):
+    rows = random_rows(10)
+    lines = [json.dumps(r).encode() for r in rows]
+    lines[1] = json.dumps({**rows[1], "text": ""}).encode()  # empty text
+    lines[2] = json.dumps({"doc": rows[2]["doc"]}).encode()  # missing column
+    lines[4] = json.dumps({**rows[4], "text": "PLACEHOLDER"}).encode().replace(b"PLACEHOLDER", b"w1 \xff\xfe w2")
+    lines[6] = json.dumps({**rows[6], "text": None}).encode()  # null
+    lines[8] = b'{"doc": "d56", "text": '  # truncated line
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert run_cli("embed", tiny_models["base"], source, tmp_path / "raise.parquet", "--id-column", "doc") == 2
+    err = capsys.readouterr().err
+    assert "gemma-encoder embed: error: row 1 (id 'd7'): empty 'text'" in err and "--on-error skip" in err
+
+    out = tmp_path / "skip.parquet"
+    args = ["--id-column", "doc", "--on-error", "skip", "--shard-size", 3]
+    assert run_cli("embed", tiny_models["base"], source, out, *args) == 0
+    assert "skipped 5 bad rows" in capsys.readouterr().out
+    table = read_output(out)
+    assert table.num_rows == 10
+    assert table.column("doc").to_pylist() == [r["doc"] for r in rows[:8]] + [None, rows[9]["doc"]]
+    errors = table.column("error").to_pylist()
+    assert [i for i, e in enumerate(errors) if e] == [1, 2, 4, 6, 8]
+    assert errors[1] == "empty 'text'" and errors[2] == errors[6] == "missing 'text'"
+    assert errors[4] == "invalid UTF-8 in 'text' at character 3" and errors[8].startswith("invalid JSON")
+    embeddings = table.column("embedding")
+    assert [i for i in range(10) if not embeddings[i].is_valid] == [1, 2, 4, 6, 8]
+
+    # The good rows get the numbers a clean file of only them gets.
+    good = [0, 3, 5, 7, 9]
+    clean = tmp_path / "clean.parquet"
+    write_jsonl(tmp_path / "clean.jsonl", [rows[i] for i in good])
+    assert run_cli("embed", tiny_models["base"], tmp_path / "clean.jsonl", clean, "--id-column", "doc") == 0
+    expected = np.stack(read_output(clean).column("embedding").to_numpy(zero_copy_only=False))
+    got = np.stack([embeddings[i].values.to_numpy() for i in good])
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_csv_bad_bytes_and_missing_columns(tiny_models, tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"id,text\na,w1 w2\nb,\nc,w3 \xc3\x28 w4\nd,w5\n")
+    out = tmp_path / "out.parquet"
+    assert run_cli("embed", tiny_models["base"], source, out, "--id-column", "id", "--on-error", "skip") == 0
+    table = read_output(out)
+    assert table.column("id").to_pylist() == ["a", "b", "c", "d"]
+    assert table.column("error").to_pylist() == [None, "empty 'text'", "invalid UTF-8 in 'text' at byte 3", None]
+
+    assert run_cli("embed", tiny_models["base"], source, tmp_path / "x.parquet", "--text-column", "body") == 2
+    err = capsys.readouterr().err
+    assert "has no column 'body' (its columns: 'id', 'text')" in err and "--text-column" in err

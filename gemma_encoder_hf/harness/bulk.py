@@ -30,6 +30,7 @@ Output columns: the id column (`--id-column`, or `row`: the row's 0-based number
 """
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -50,6 +51,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from .. import modeling
 from ..integrations.inference import _pooling_function
+
+logger = logging.getLogger(__name__)
 
 TASKS = ("embed", "classify", "score")
 ON_ERROR = ("raise", "skip")
@@ -190,8 +193,8 @@ def _check_text(value, name: str) -> tuple[str | None, str | None]:
         return None, f"{name!r} is a {type(value).__name__}, not a string"
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON "\ud800" escape
-        return None, f"invalid UTF-8 in {name!r} (a lone surrogate)"
+    except UnicodeEncodeError as err:  # undecodable bytes of a JSONL line, or a JSON "\ud800" escape
+        return None, f"invalid UTF-8 in {name!r} at character {err.start}"
     if not value.strip():
         return None, f"empty {name!r}"
     return value, None
@@ -208,11 +211,11 @@ def _decode(raw: pa.Table | list[bytes], index: int, start: int, columns: Column
         for line in raw:
             record, error = {}, None
             try:
-                record = json.loads(line)
+                # Undecodable bytes become lone surrogates, caught per field by `_check_text`: invalid UTF-8 in a
+                # text must not cost the row its id.
+                record = json.loads(line.decode("utf-8", errors="surrogateescape"))
                 if not isinstance(record, dict):
                     record, error = {}, "not a JSON object"
-            except UnicodeDecodeError as err:
-                error = f"invalid UTF-8 at byte {err.start}"
             except json.JSONDecodeError as err:
                 error = f"invalid JSON ({err.msg})"
             records.append(record)
@@ -548,7 +551,7 @@ def run_bulk(
     bar = tqdm(
         total=total, unit="row", unit_scale=True, desc=task, disable=not (show_progress_bar and state.is_main_process)
     )
-    started, tokens, num_shards = time.perf_counter(), 0, 0
+    started, tokens, num_shards, shards_run, rows_run = time.perf_counter(), 0, 0, 0, 0
     with bar:
         for index, _, decode in iter_shards(input_path, columns, shard_size):
             num_shards = index + 1
@@ -569,6 +572,8 @@ def run_bulk(
             tokens += shard_tokens
             bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tokens/s", refresh=False)
             bar.update(table.num_rows)
+            shards_run, rows_run = shards_run + 1, rows_run + table.num_rows
+    logger.info(f"rank {state.process_index} of {state.num_processes}: ran {shards_run} shards ({rows_run} rows)")
     state.wait_for_everyone()
     if not state.is_main_process:
         return BulkReport(output=None)
