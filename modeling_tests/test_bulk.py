@@ -211,3 +211,78 @@ def test_csv_bad_bytes_and_missing_columns(tiny_models, tmp_path, capsys):
     assert run_cli("embed", tiny_models["base"], source, tmp_path / "x.parquet", "--text-column", "body") == 2
     err = capsys.readouterr().err
     assert "has no column 'body' (its columns: 'id', 'text')" in err and "--text-column" in err
+
+
+def _env() -> dict:
+    # One thread per process (the processes share the machine's cores); this checkout's package first.
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_run_killed_mid_way_resumes_to_the_uninterrupted_output(tiny_models, tmp_path, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", random_rows(240))
+    args = ["--id-column", "doc", "--shard-size", "4", "--batch-size", "3"]
+    reference = tmp_path / "reference.parquet"
+    assert run_cli("classify", tiny_models["classifier"], source, reference, *args) == 0
+
+    out = tmp_path / "out.parquet"
+    parts = tmp_path / "out.parquet.parts"
+    command = [sys.executable, "-m", "gemma_encoder_hf.harness.cli", "classify", tiny_models["classifier"], source, out]
+    process = subprocess.Popen([str(c) for c in command + args], env=_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (parts / "part-000000.parquet").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before writing a shard"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written = sorted(parts.glob("part-*.parquet"))
+    assert not out.exists() and 1 <= len(written) < 60, "the kill did not land mid-way"
+
+    capsys.readouterr()
+    assert run_cli("classify", tiny_models["classifier"], source, out, *args) == 0
+    assert f"(60 shards, {len(written)} resumed from an earlier run)" in capsys.readouterr().out
+    assert read_output(out).equals(read_output(reference))
+    assert not parts.exists()
+
+
+def test_resume_refuses_shards_of_different_settings(tiny_models, tmp_path, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", random_rows(6))
+    parts = tmp_path / "out.parquet.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text(json.dumps({"task": "embed", "shard_size": 3}))
+    assert run_cli("embed", tiny_models["base"], source, tmp_path / "out.parquet", "--shard-size", 4) == 2
+    err = capsys.readouterr().err
+    assert "holds shards of a different run (differs in:" in err and "shard_size" in err and "delete" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_accelerate_processes_give_the_one_process_output(tiny_models, tmp_path):
+    rows = random_rows(30)
+    rows[5]["text"] = " "  # a bad row in rank 1's first shard
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["--id-column", "doc", "--shard-size", "4", "--on-error", "skip", "--device", "cpu"]
+    single = tmp_path / "single.parquet"
+    assert run_cli("embed", tiny_models["base"], source, single, *args) == 0
+
+    # As in test_training: accelerate's `--cpu` launches several processes only through MPI; `--multi_gpu` with no
+    # visible GPU launches them with torchrun, and they talk over gloo.
+    output = tmp_path / "two.parquet"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "gemma_encoder_hf.harness.cli", "embed", tiny_models["base"], source, output, *args,
+    ]  # fmt: skip
+    env = {**_env(), "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    # Really two ranks, each with its half of the 8 shards.
+    assert "rank 0 of 2: ran 4 shards (16 rows)" in completed.stderr
+    assert "rank 1 of 2: ran 4 shards (14 rows)" in completed.stderr
+    assert completed.stdout.count("wrote 30 rows") == 1
+    assert read_output(output).equals(read_output(single))

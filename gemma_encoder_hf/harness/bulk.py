@@ -536,7 +536,8 @@ def run_bulk(
     if output.exists() and not parts.exists():
         raise FileExistsError(f"{output} exists; delete it first (a run that was interrupted resumes from {parts}).")
 
-    state = PartialState()
+    # accelerate sets up gloo for CPU ranks only when told to run on CPU.
+    state = PartialState(cpu=torch.device(device).type == "cpu" if device else not torch.accelerator.is_available())
     manifest = _manifest(task, model_path, input_path, columns, shard_size, dtype, normalize_embeddings, max_length)
     if state.is_main_process:
         _check_manifest(parts, manifest)
