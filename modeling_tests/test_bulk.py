@@ -286,3 +286,25 @@ def test_two_accelerate_processes_give_the_one_process_output(tiny_models, tmp_p
     assert "rank 1 of 2: ran 4 shards (14 rows)" in completed.stderr
     assert completed.stdout.count("wrote 30 rows") == 1
     assert read_output(output).equals(read_output(single))
+
+
+def test_ray_data_actor_pool_gives_the_in_process_output(tiny_models, tmp_path):
+    ray = pytest.importorskip("ray")
+    from gemma_encoder_hf.integrations.ray import run_ray
+
+    rows = random_rows(20)
+    rows[3]["text"] = ""
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    columns = bulk.Columns(id="doc")
+    common = dict(batch_size=3, on_error="skip")
+    reference = tmp_path / "reference.parquet"
+    bulk.run_bulk("embed", tiny_models["base"], source, reference, columns, shard_size=5, show_progress_bar=False, **common)
+
+    # Two actors of half a CPU each: the read tasks that feed them need a CPU of their own.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = run_ray("embed", tiny_models["base"], source, tmp_path / "ray.parquet", columns, window=5,
+                      concurrency=2, num_cpus=0.5, **common)  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert read_output(out).equals(read_output(reference))
