@@ -308,3 +308,40 @@ def test_ray_data_actor_pool_gives_the_in_process_output(tiny_models, tmp_path):
     finally:
         ray.shutdown()
     assert read_output(out).equals(read_output(reference))
+
+
+@pytest.mark.parametrize("problem_type", ["multi_label_classification", "regression"])
+def test_classify_multi_label_and_regression_columns(problem_type, tmp_path):
+    num_labels = 1 if problem_type == "regression" else 3
+    config = tiny_encoder_config(num_labels=num_labels, problem_type=problem_type, id2label={0: "a", 1: "b", 2: "c"}
+                                 if num_labels == 3 else None)  # fmt: skip
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification(config).eval()
+    texts = ["w1 w2 w3", None, "w4 w5"]
+    shard = bulk.Shard(index=0, start=0, ids=[0, 1, 2], texts=texts, text_pairs=None,
+                       errors=[None, "empty 'text'", None])  # fmt: skip
+    tokenizer = tiny_tokenizer()
+    table, tokens = bulk.process_shard(shard, "classify", model, tokenizer, bulk.Columns(), batch_size=2)
+    assert tokens == 5 + 4  # <bos> ... <eos>
+    with torch.no_grad():
+        logits = torch.cat([model(**tokenizer(t, return_tensors="pt")).logits for t in (texts[0], texts[2])])
+    if problem_type == "regression":
+        assert table.column_names == ["row", "score", "error"]
+        got = table.column("score").to_pylist()
+        assert got[1] is None
+        torch.testing.assert_close(torch.tensor([got[0], got[2]]), logits[:, 0], atol=1e-5, rtol=1e-5)
+    else:
+        assert table.column_names == ["row", "labels", "scores", "error"]
+        probabilities = torch.sigmoid(logits)
+        labels = table.column("labels").to_pylist()
+        assert labels[1] is None
+        assert [labels[0], labels[2]] == [[n for n, p in zip("abc", row) if p >= 0.5] for row in probabilities.tolist()]
+        scores = table.column("scores").to_pylist()
+        got = torch.tensor([[scores[i][n] for n in "abc"] for i in (0, 2)])
+        torch.testing.assert_close(got, probabilities, atol=1e-5, rtol=1e-5)
+
+
+def test_classify_refuses_a_model_without_a_task_head(tiny_models, tmp_path, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", random_rows(2))
+    assert run_cli("classify", tiny_models["base"], source, tmp_path / "out.parquet") == 2
+    assert "holds GemmaEncoderModel, which has no task head" in capsys.readouterr().err

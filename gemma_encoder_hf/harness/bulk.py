@@ -273,10 +273,16 @@ def load_model(model_path: str | Path, task: str, dtype: str = "fp32", device: s
                 f"embed needs a GemmaEncoder base encoder, classifier or ranker; {model_path} holds {architecture}."
             )
         model_class = gemma_class
-    elif gemma_class is not None and gemma_class is not modeling.GemmaEncoderModel:
+    elif gemma_class in (modeling.GemmaEncoderForSequenceClassification, modeling.GemmaEncoderForRanking):
         model_class = gemma_class  # keeps a ranker a ranker
-    else:
+    elif architecture is not None and architecture.endswith("ForSequenceClassification"):
         model_class = AutoModelForSequenceClassification
+    else:
+        # Loading a base model as a classifier would give a randomly initialised head: numbers, but meaningless.
+        raise ValueError(
+            f"{task} needs a trained classifier or ranker; {model_path} holds {architecture}, which has no task head. "
+            f"Fine-tune one first, or use `embed`."
+        )
     model = model_class.from_pretrained(model_path, dtype=DTYPES[dtype]).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     return model, tokenizer
@@ -339,9 +345,10 @@ def _result_columns(task: str, config, outputs: torch.Tensor, valid: np.ndarray,
 
     if task == "embed":
         vectors = F.normalize(outputs, dim=-1) if normalize_embeddings else outputs
-        flat = spread(vectors.numpy()).reshape(-1) if n else np.zeros(0, np.float32)
-        width = config.hidden_size
-        return {"embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat), width, mask=pa.array(~valid))}
+        flat = spread(vectors.numpy()).reshape(-1)
+        return {
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat), outputs.shape[-1], mask=pa.array(~valid))
+        }
     names = _label_names(config)
     if config.num_labels == 1:
         return {"score": _nullable(spread(outputs.reshape(-1, 1).numpy())[:, 0], valid, pa.float32())}
@@ -362,7 +369,7 @@ def _result_columns(task: str, config, outputs: torch.Tensor, valid: np.ndarray,
     best = values.argmax(-1)
     return {
         "label": pa.array([names[j] if ok else None for j, ok in zip(best, valid)], pa.string()),
-        "score": _nullable(values[np.arange(n), best] if n else np.zeros(0, np.float32), valid, pa.float32()),
+        "score": _nullable(values[np.arange(n), best], valid, pa.float32()),
         "scores": scores,
     }
 
