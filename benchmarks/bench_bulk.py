@@ -3,17 +3,20 @@
 size, and 2 data-parallel processes against 1. All ratios come from one run, on one machine.
 
 Parts:
-    throughput  the real Gemma 3 270M (converted from the embedded GGUF), SST-2 train sentences in file order
-                (real variable-length text): `run_bulk` file -> file (JSONL in, Parquet out, model load included)
+    throughput  `--model 270m`: the real Gemma 3 270M (converted from the embedded GGUF), or `--model small`: a
+                random 4-layer GemmaEncoder with the real Gemma 3 tokenizer, for machines too slow for the 270M.
+                SST-2 train sentences in file order (real variable-length text): `run_bulk` file -> file (JSONL
+                in, Parquet out, model load included)
                 against SentenceTransformer(model folder) load + `encode` of the same texts in memory, same
                 batch size; runs interleaved (bulk, ST, ST, bulk, ...) so load changes on a shared machine hit both.
     memory      peak resident memory of `gemma-encoder embed` over 10k, 50k and 200k rows (SST-2 sentences cycled),
                 each in a fresh process. A tiny random model (2 layers, hidden 32) with the real Gemma tokenizer
                 keeps 200k rows affordable on a CPU: what is measured is whether memory grows with the input, which
                 depends on the streaming, not on the model.
-    processes   `accelerate launch` with 2 ranks against 1 process, one thread per rank, on the throughput input.
+    processes   `accelerate launch` with 2 ranks against 1 process, one thread per rank, `--model`, SST-2 sentences.
 
     nice -n 10 python benchmarks/bench_bulk.py --out benchmarks/results/bulk_cpu
+    nice -n 10 python benchmarks/bench_bulk.py --model small --throughput-rows 2000 --out benchmarks/results/bulk_cpu
 """
 
 import argparse
@@ -51,31 +54,38 @@ def write_jsonl(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def real_model(work: Path) -> Path:
-    from gemma_encoder_hf import convert
+# Random GemmaEncoders with the real Gemma 3 tokenizer: "small" for throughput when the real 270M is too slow for the
+# machine, "tiny" for memory against input size (which depends on the streaming, not on the model).
+RANDOM_MODELS = {
+    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, head_dim=64,
+                  query_pre_attn_scalar=64, sliding_window=512,
+                  layer_types=["sliding_attention"] * 3 + ["full_attention"]),
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=16,
+                 query_pre_attn_scalar=16, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+}  # fmt: skip
+MODEL_NAMES = {
+    "270m": "Gemma 3 270M encoder (embedded GGUF, fp32)",
+    "small": "random GemmaEncoder, 4 layers, hidden 256, Gemma 3 tokenizer (262k vocabulary), fp32",
+    "tiny": "random GemmaEncoder, 2 layers, hidden 32, Gemma 3 tokenizer, fp32",
+}
 
-    folder = work / "gemma3-270m-encoder"
-    if not (folder / "config.json").exists():
+
+def model_folder(name: str, work: Path) -> Path:
+    from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
+    from gemma_encoder_hf.integrations.conversion import load_decoder_tokenizer
+
+    folder = work / f"{name}-encoder"
+    if (folder / "config.json").exists():
+        return folder
+    if name == "270m":
         convert("embedded", folder, dtype=torch.float32)
-    return folder
-
-
-def tiny_model(work: Path, tokenizer_source: Path) -> Path:
-    from transformers import AutoTokenizer
-
-    from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel
-
-    folder = work / "tiny-encoder"
-    if not (folder / "config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        config = GemmaEncoderConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
-            layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        GemmaEncoderModel(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        return folder
+    tokenizer = load_decoder_tokenizer("embedded", 512)
+    config = GemmaEncoderConfig(vocab_size=len(tokenizer), num_key_value_heads=1, max_position_embeddings=512,
+                                **RANDOM_MODELS[name])  # fmt: skip
+    torch.manual_seed(0)
+    GemmaEncoderModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -130,19 +140,20 @@ def throughput(model: Path, texts: list[str], work: Path, batch_size: int, repea
     }
 
 
-def peak_memory_child(model: Path, source: Path, out: Path, shard_size: int) -> None:
+def peak_memory_child(model: Path, source: Path, out: Path, shard_size: int, batch_size: int) -> None:
     """Run in a fresh process: one bulk run, then print its peak resident memory (MiB) and time as JSON."""
-    seconds = time_bulk(model, source, out, batch_size=64, shard_size=shard_size)
+    seconds = time_bulk(model, source, out, batch_size=batch_size, shard_size=shard_size)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1), "seconds": round(seconds, 1)}))
 
 
-def memory(model: Path, data: Path, work: Path, sizes: list[int], shard_size: int) -> list[dict]:
+def memory(model: Path, data: Path, work: Path, sizes: list[int], shard_size: int, batch_size: int) -> list[dict]:
     results = []
     for n in sizes:
         source = write_jsonl(work / f"memory-{n}.jsonl", sst2_sentences(data, n))
         out = work / f"memory-{n}.parquet"
-        command = [sys.executable, __file__, "--memory-child", str(model), str(source), str(out), str(shard_size)]
+        child = ["--memory-child", str(model), str(source), str(out), str(shard_size), str(batch_size)]
+        command = [sys.executable, __file__, *child]
         completed = subprocess.run(command, capture_output=True, text=True, env=_env(threads=None), check=True)
         record = json.loads(completed.stdout.strip().splitlines()[-1])
         assert pq.ParquetFile(out).metadata.num_rows == n
@@ -196,17 +207,21 @@ def processes(model: Path, texts: list[str], work: Path, batch_size: int, shard_
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
-        model, source, out, shard_size = sys.argv[2:]
-        peak_memory_child(Path(model), Path(source), Path(out), int(shard_size))
+        model, source, out, shard_size, batch_size = sys.argv[2:]
+        peak_memory_child(Path(model), Path(source), Path(out), int(shard_size), int(batch_size))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/bench_bulk"), help="models and inputs (not the repo)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path("/tmp/bench_bulk"), help="converted models and inputs (not the repo)"
+    )
+    parser.add_argument("--model", choices=("270m", "small"), default="270m", help="model of throughput and processes")
     parser.add_argument("--throughput-rows", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--memory-rows", default="10000,50000,200000")
     parser.add_argument("--memory-shard-size", type=int, default=10_000)
+    parser.add_argument("--memory-batch-size", type=int, default=256)
     parser.add_argument("--process-rows", type=int, default=1000)
     parser.add_argument("--parts", default="throughput,memory,processes")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
@@ -215,13 +230,13 @@ def main() -> None:
     parts = args.parts.split(",")
 
     started = time.perf_counter()
-    model = real_model(args.work_dir)
+    model = model_folder(args.model, args.work_dir)
     record = {
         "command": "nice -n 10 python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads",
-        "model": "Gemma 3 270M encoder (embedded GGUF, fp32)",
+        "model": MODEL_NAMES[args.model],
     }
     if "throughput" in parts:
         texts = sst2_sentences(args.data, args.throughput_rows)
@@ -229,9 +244,9 @@ def main() -> None:
         print(json.dumps(record["throughput"]), flush=True)
     if "memory" in parts:
         sizes = [int(n) for n in args.memory_rows.split(",")]
-        record["memory_model"] = "tiny random GemmaEncoder (2 layers, hidden 32) with the Gemma 3 tokenizer"
-        record["memory"] = memory(tiny_model(args.work_dir, model), args.data, args.work_dir, sizes,
-                                  args.memory_shard_size)  # fmt: skip
+        record["memory_model"] = MODEL_NAMES["tiny"]
+        tiny = model_folder("tiny", args.work_dir)
+        record["memory"] = memory(tiny, args.data, args.work_dir, sizes, args.memory_shard_size, args.memory_batch_size)
         print(json.dumps(record["memory"]), flush=True)
     if "processes" in parts:
         texts = sst2_sentences(args.data, args.process_rows)
@@ -249,7 +264,8 @@ def markdown(record: dict) -> str:
     if "throughput" in record:
         t = record["throughput"]
         lines += [
-            f"## Throughput: {record['model']}, {t['rows']} SST-2 sentences ({t['tokens']} tokens), batch {t['batch_size']}",
+            f"## Throughput: {record['model']}, {t['rows']} SST-2 sentences ({t['tokens']} tokens), "
+            f"batch {t['batch_size']}",
             "",
             "| path | rows/s | seconds (each run) |",
             "|---|---|---|",
@@ -265,7 +281,8 @@ def markdown(record: dict) -> str:
     if "memory" in record:
         lines += [f"## Peak memory against input size ({record['memory_model']})", "",
                   "| rows | input MiB | peak RSS MiB | seconds |", "|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {m['rows']} | {m['input_mib']} | {m['peak_rss_mib']} | {m['seconds']} |" for m in record["memory"]]
+        for m in record["memory"]:
+            lines.append(f"| {m['rows']} | {m['input_mib']} | {m['peak_rss_mib']} | {m['seconds']} |")
         lines.append("")
     if "processes" in record:
         p = record["processes"]

@@ -149,7 +149,8 @@ def test_every_input_format_gives_the_same_output(tiny_models, tmp_path):
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, tmp_path / "in.parquet", row_group_size=3)  # row groups that do not align with shards
     pa_csv.write_csv(table, tmp_path / "in.csv")
-    (tmp_path / "in.tsv").write_text("doc\ttext\tquery\n" + "".join(f"{r['doc']}\t{r['text']}\t{r['query']}\n" for r in rows))
+    tsv_lines = [f"{r['doc']}\t{r['text']}\t{r['query']}\n" for r in rows]
+    (tmp_path / "in.tsv").write_text("doc\ttext\tquery\n" + "".join(tsv_lines))
     inputs.update(parquet=tmp_path / "in.parquet", csv=tmp_path / "in.csv", tsv=tmp_path / "in.tsv")
     outputs = {}
     for name, source in inputs.items():
@@ -298,7 +299,9 @@ def test_ray_data_actor_pool_gives_the_in_process_output(tiny_models, tmp_path):
     columns = bulk.Columns(id="doc")
     common = dict(batch_size=3, on_error="skip")
     reference = tmp_path / "reference.parquet"
-    bulk.run_bulk("embed", tiny_models["base"], source, reference, columns, shard_size=5, show_progress_bar=False, **common)
+    bulk.run_bulk(
+        "embed", tiny_models["base"], source, reference, columns, shard_size=5, show_progress_bar=False, **common
+    )
 
     # Two actors of half a CPU each: the read tasks that feed them need a CPU of their own.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -484,7 +484,7 @@ def _manifest(task, model_path, input_path: Path, columns, shard_size, dtype, no
     }
 
 
-def _bad_row_error(shard: Shard, i: int, columns: Columns) -> BadRowError:
+def _bad_row_error(shard: Shard, i: int) -> BadRowError:
     return BadRowError(
         f"row {shard.start + i} (id {shard.ids[i]!r}): {shard.errors[i]}. Fix the input, or pass on_error='skip' "
         f"(--on-error skip) to keep such rows in the output with null results and the reason in {ERROR_COLUMN!r}."
@@ -569,7 +569,7 @@ def run_bulk(
             if on_error == "raise":
                 bad = next((i for i, error in enumerate(shard.errors) if error is not None), None)
                 if bad is not None:
-                    raise _bad_row_error(shard, bad, columns)
+                    raise _bad_row_error(shard, bad)
             if model is None:  # loaded only when there is work left: resuming a finished run costs no load
                 model, tokenizer = load_model(model_path, task, dtype, device or state.device)
                 started = time.perf_counter()

@@ -144,7 +144,9 @@ def _add_bulk_arguments(parser: argparse.ArgumentParser, pairs: str) -> None:
             "--text-pair-column", dest="text_pair_column", required=pairs == "required",
             help="column of the second text of each pair (query/document, premise/hypothesis)",
         )  # fmt: skip
-    parser.add_argument("--id-column", dest="id_column", help="column copied to the output (default: `row`, the row number)")
+    parser.add_argument(
+        "--id-column", dest="id_column", help="column copied to the output (default: `row`, the row number)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, dest="batch_size")
     parser.add_argument(
         "--shard-size", type=int, default=10_000, dest="shard_size",

@@ -55,7 +55,7 @@ class BulkPredictor:
         if self.on_error == "raise":
             bad = next((i for i, error in enumerate(shard.errors) if error is not None), None)
             if bad is not None:
-                raise _bad_row_error(shard, bad, self.columns)
+                raise _bad_row_error(shard, bad)
         table, _ = process_shard(
             shard, self.task, self.model, self.tokenizer, self.columns, self.batch_size, self.normalize_embeddings,
             self.max_length,
@@ -123,7 +123,9 @@ def read_input(path: str | Path, columns: Columns) -> "ray.data.Dataset":
     raise ValueError(f"cannot read {path}: the input must end in .jsonl, .ndjson, .csv, .tsv or .parquet.")
 
 
-def run_ray(task: str, model_path: str | Path, input_path: str | Path, output_path: str | Path, columns: Columns, **kwargs):
+def run_ray(
+    task: str, model_path: str | Path, input_path: str | Path, output_path: str | Path, columns: Columns, **kwargs
+) -> Path:
     """Read `input_path`, map it with `map_bulk` (keyword arguments as there) and write one Parquet file in input
     order. Ray must be initialised (`ray.init(...)`); on a cluster, write with `map_bulk(...).write_parquet` instead
     of funnelling every row through the driver."""
