@@ -71,6 +71,8 @@ MODEL_NAMES = {
 
 
 def model_folder(name: str, work: Path) -> Path:
+    from transformers import AutoTokenizer
+
     from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
     from gemma_encoder_hf.integrations.conversion import load_decoder_tokenizer
 
@@ -80,7 +82,10 @@ def model_folder(name: str, work: Path) -> Path:
     if name == "270m":
         convert("embedded", folder, dtype=torch.float32)
         return folder
-    tokenizer = load_decoder_tokenizer("embedded", 512)
+    tokenizer_folder = work / "gemma3-tokenizer"  # converting the GGUF's 262k vocabulary is slow: once
+    if not (tokenizer_folder / "tokenizer.json").exists():
+        load_decoder_tokenizer("embedded", 512).save_pretrained(tokenizer_folder)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     config = GemmaEncoderConfig(vocab_size=len(tokenizer), num_key_value_heads=1, max_position_embeddings=512,
                                 **RANDOM_MODELS[name])  # fmt: skip
     torch.manual_seed(0)
@@ -241,22 +246,27 @@ def main() -> None:
     if "throughput" in parts:
         texts = sst2_sentences(args.data, args.throughput_rows)
         record["throughput"] = throughput(model, texts, args.work_dir, args.batch_size, args.repeats)
-        print(json.dumps(record["throughput"]), flush=True)
+        save(record, args.out, started)
     if "memory" in parts:
         sizes = [int(n) for n in args.memory_rows.split(",")]
         record["memory_model"] = MODEL_NAMES["tiny"]
         tiny = model_folder("tiny", args.work_dir)
         record["memory"] = memory(tiny, args.data, args.work_dir, sizes, args.memory_shard_size, args.memory_batch_size)
-        print(json.dumps(record["memory"]), flush=True)
+        save(record, args.out, started)
     if "processes" in parts:
         texts = sst2_sentences(args.data, args.process_rows)
         record["processes"] = processes(model, texts, args.work_dir, args.batch_size, shard_size=100)
-        print(json.dumps(record["processes"]), flush=True)
+        save(record, args.out, started)
+
+
+def save(record: dict, out: Path | None, started: float) -> None:
+    """Print and write the results so far (after every part: a bounded run that is stopped keeps what it measured)."""
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(record))
+    print(json.dumps(record), flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown(record))
 
 
 def markdown(record: dict) -> str:

@@ -348,3 +348,17 @@ def test_classify_refuses_a_model_without_a_task_head(tiny_models, tmp_path, cap
     source = write_jsonl(tmp_path / "in.jsonl", random_rows(2))
     assert run_cli("classify", tiny_models["base"], source, tmp_path / "out.parquet") == 2
     assert "holds GemmaEncoderModel, which has no task head" in capsys.readouterr().err
+
+
+def test_dtype_runs_the_model_in_that_precision(tiny_models, tmp_path):
+    model, _ = bulk.load_model(tiny_models["base"], "embed", dtype="bf16")
+    assert model.dtype == torch.bfloat16
+    source = write_jsonl(tmp_path / "in.jsonl", random_rows(6))
+    tables = {}
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path / f"{dtype}.parquet"
+        bulk.run_bulk("embed", tiny_models["base"], source, out, dtype=dtype, show_progress_bar=False)
+        tables[dtype] = np.stack(read_output(out).column("embedding").to_numpy(zero_copy_only=False))
+    assert tables["bf16"].dtype == np.float32  # stored as float32 whatever the compute precision
+    assert not np.array_equal(tables["bf16"], tables["fp32"])
+    np.testing.assert_allclose(tables["bf16"], tables["fp32"], atol=0.1, rtol=0.05)
