@@ -152,8 +152,8 @@ def peak_memory_child(model: Path, source: Path, out: Path, shard_size: int, bat
     print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1), "seconds": round(seconds, 1)}))
 
 
-def memory(model: Path, data: Path, work: Path, sizes: list[int], shard_size: int, batch_size: int) -> list[dict]:
-    results = []
+def memory(model: Path, data: Path, work: Path, sizes: list[int], shard_size: int, batch_size: int):
+    """Yields one record per input size, as each is measured."""
     for n in sizes:
         source = write_jsonl(work / f"memory-{n}.jsonl", sst2_sentences(data, n))
         out = work / f"memory-{n}.parquet"
@@ -162,10 +162,10 @@ def memory(model: Path, data: Path, work: Path, sizes: list[int], shard_size: in
         completed = subprocess.run(command, capture_output=True, text=True, env=_env(threads=None), check=True)
         record = json.loads(completed.stdout.strip().splitlines()[-1])
         assert pq.ParquetFile(out).metadata.num_rows == n
-        results.append({"rows": n, "input_mib": round(source.stat().st_size / 2**20, 1), **record})
+        input_mib = round(source.stat().st_size / 2**20, 1)
         out.unlink()
         source.unlink()
-    return results
+        yield {"rows": n, "input_mib": input_mib, **record}
 
 
 def _env(threads: int | None) -> dict:
@@ -251,8 +251,10 @@ def main() -> None:
         sizes = [int(n) for n in args.memory_rows.split(",")]
         record["memory_model"] = MODEL_NAMES["tiny"]
         tiny = model_folder("tiny", args.work_dir)
-        record["memory"] = memory(tiny, args.data, args.work_dir, sizes, args.memory_shard_size, args.memory_batch_size)
-        save(record, args.out, started)
+        record["memory"] = []
+        for result in memory(tiny, args.data, args.work_dir, sizes, args.memory_shard_size, args.memory_batch_size):
+            record["memory"].append(result)
+            save(record, args.out, started)
     if "processes" in parts:
         texts = sst2_sentences(args.data, args.process_rows)
         record["processes"] = processes(model, texts, args.work_dir, args.batch_size, shard_size=100)
