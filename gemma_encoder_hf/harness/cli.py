@@ -273,10 +273,92 @@ def _add_evaluate(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# embed | classify | score: bulk inference over files of any size; resumable, data-parallel under `accelerate launch`
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _run_bulk(task: str, args: argparse.Namespace) -> None:
+    from .bulk import Columns, run_bulk
+
+    columns = Columns(text=args.text_column, text_pair=getattr(args, "text_pair_column", None), id=args.id_column)
+    report = run_bulk(
+        task, args.model, args.input, args.output, columns, shard_size=args.shard_size, batch_size=args.batch_size,
+        dtype=args.dtype, device=args.device, on_error=args.on_error, max_length=args.max_length,
+        normalize_embeddings=getattr(args, "normalize_embeddings", False),
+    )  # fmt: skip
+    if report.output is None:  # a non-zero rank of a data-parallel run: rank 0 reports
+        return
+    resumed = f", {report.shards_resumed} resumed from an earlier run" if report.shards_resumed else ""
+    print(f"wrote {report.rows} rows to {report.output} ({report.shards} shards{resumed})")
+    if report.bad_rows:
+        examples = "; ".join(", ".join(f"{k}={v!r}" for k, v in row.items()) for row in report.first_bad_rows)
+        print(f"skipped {report.bad_rows} bad rows (kept with null results and their error), e.g. {examples}")
+
+
+def _cmd_embed(args: argparse.Namespace) -> None:
+    _run_bulk("embed", args)
+
+
+def _cmd_classify(args: argparse.Namespace) -> None:
+    _run_bulk("classify", args)
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    _run_bulk("score", args)
+
+
+def _add_bulk_arguments(parser: argparse.ArgumentParser, pairs: str) -> None:
+    """The arguments `embed`, `classify` and `score` share; `pairs` is "no", "optional" or "required"."""
+    parser.add_argument("model", help="folder written by save_pretrained / convert (with its tokenizer)")
+    parser.add_argument("input", help="a .jsonl, .csv, .tsv or .parquet file, read as a stream")
+    parser.add_argument("output", help="the .parquet file to write (shards go to OUTPUT.parts/ until the end)")
+    parser.add_argument("--text-column", default="text", dest="text_column")
+    if pairs != "no":
+        parser.add_argument(
+            "--text-pair-column", dest="text_pair_column", required=pairs == "required",
+            help="column of the second text of each pair (query/document, premise/hypothesis)",
+        )  # fmt: skip
+    parser.add_argument(
+        "--id-column", dest="id_column", help="column copied to the output (default: `row`, the row number)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    parser.add_argument(
+        "--shard-size", type=int, default=10_000, dest="shard_size",
+        help="rows per shard: the unit of resume and of work between ranks, and the length-sorting window",
+    )  # fmt: skip
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU under accelerate, else CPU)")
+    parser.add_argument("--max-length", type=int, dest="max_length", help="truncate texts to this many tokens")
+    parser.add_argument(
+        "--on-error", choices=("raise", "skip"), default="raise", dest="on_error",
+        help="bad rows (empty or missing text, invalid UTF-8): stop, or keep them with null results and the reason",
+    )  # fmt: skip
+
+
+def _add_embed(sub) -> None:
+    embed = sub.add_parser("embed", help="pooled embeddings of every row of a JSONL/CSV/TSV/Parquet file, to Parquet")
+    _add_bulk_arguments(embed, pairs="no")
+    embed.add_argument("--normalize-embeddings", action="store_true", dest="normalize_embeddings")
+    embed.set_defaults(func=_cmd_embed)
+
+
+def _add_classify(sub) -> None:
+    classify = sub.add_parser("classify", help="label and label probabilities of every row of a file, to Parquet")
+    _add_bulk_arguments(classify, pairs="optional")
+    classify.set_defaults(func=_cmd_classify)
+
+
+def _add_score(sub) -> None:
+    score = sub.add_parser("score", help="raw scores of every (text, text_pair) row of a file (reranking), to Parquet")
+    _add_bulk_arguments(score, pairs="required")
+    score.set_defaults(func=_cmd_score)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = (_add_convert, _add_card, _add_adapt, _add_finetune, _add_evaluate)
+SUBCOMMANDS = (_add_convert, _add_card, _add_adapt, _add_finetune, _add_evaluate, _add_embed, _add_classify, _add_score)
 
 
 def build_parser() -> argparse.ArgumentParser:
