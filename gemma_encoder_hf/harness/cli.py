@@ -379,7 +379,9 @@ def error_message(err: Exception, flags: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.set_defaults(flags={})  # a subcommand's own `flags` replace this
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except INPUT_ERRORS as err:
