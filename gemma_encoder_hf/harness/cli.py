@@ -81,13 +81,112 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_train_embeddings(args: argparse.Namespace) -> None:
+    from .embeddings import train_embeddings
+
+    out = train_embeddings(
+        args.source,
+        args.output_dir,
+        args.data,
+        pair_loss=args.pair_loss,
+        scored_loss=args.scored_loss,
+        temperature=args.temperature,
+        mini_batch_size=args.mini_batch_size,
+        num_negatives=args.num_negatives,
+        matryoshka_dims=args.matryoshka_dims,
+        projection_dims=args.projection_dims,
+        truncate_dim=args.truncate_dim,
+        pooling=args.pooling,
+        lora=args.lora_rank,
+        steps=args.steps,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        save_steps=args.save_steps,
+        seed=args.seed,
+        use_cpu=args.cpu,
+    )
+    record = json.loads((out / "embedding_training.json").read_text())
+    print(
+        f"trained on {record['data']} in {record['train_seconds'] / 60:.1f} min (loss {record['first_logged_loss']} "
+        f"-> {record['last_logged_loss']}); wrote {out}"
+    )
+
+
+def _add_train_embeddings_parser(sub) -> None:
+    train = sub.add_parser(
+        "train-embeddings",
+        help="train an embedding model contrastively (in-batch + hard negatives, Matryoshka) with sentence-transformers",
+    )
+    train.add_argument("source", help="GemmaEncoder folder (converted or adapted), decoder source, or embedding model")
+    train.add_argument("output_dir")
+    train.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH",
+        help="(anchor, positive[, negative]) .jsonl/.tsv, scored pairs (sentence1, sentence2, score; STS-B), or a "
+        "BEIR folder (BM25-mined hard negatives)",
+    )
+    train.add_argument("--pair-loss", choices=("mnrl", "cached-mnrl"), default="mnrl", dest="pair_loss")
+    train.add_argument("--scored-loss", choices=("cosent", "angle"), default="cosent", dest="scored_loss")
+    train.add_argument("--temperature", type=float, default=0.05)
+    train.add_argument("--mini-batch-size", type=int, default=8, dest="mini_batch_size", help="cached-mnrl chunk")
+    train.add_argument("--num-negatives", type=int, default=1, dest="num_negatives", help="BM25 negatives per pair")
+    train.add_argument("--matryoshka-dims", type=int, nargs="*", default=[256, 128], dest="matryoshka_dims")
+    train.add_argument("--projection-dims", type=int, nargs="*", default=[], dest="projection_dims")
+    train.add_argument("--truncate-dim", type=int, dest="truncate_dim", help="save with this Matryoshka dimension")
+    train.add_argument("--pooling", choices=POOLING_TYPES, default="mean")
+    train.add_argument("--lora-rank", type=int, default=0, dest="lora_rank", help="> 0: LoRA of this rank, merged")
+    train.add_argument("--steps", type=int, default=200)
+    train.add_argument("--lr", type=float, default=2e-5)
+    train.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    train.add_argument("--max-length", type=int, default=128, dest="max_length")
+    train.add_argument("--save-steps", type=int, default=0, dest="save_steps", help="checkpoint every N steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is present")
+    train.set_defaults(func=_cmd_train_embeddings)
+
+
+def _evaluate_retrieval(args: argparse.Namespace) -> dict:
+    from .retrieval import evaluate_retrieval
+
+    return evaluate_retrieval(
+        args.model, args.retrieve, split=args.split or "test", max_queries=args.max_queries, reranker=args.reranker,
+        rerank_top_k=args.top_k or 20, batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+        cache_dir=args.cache_dir,
+    )
+
+
+def _evaluate_sts(args: argparse.Namespace) -> dict:
+    from .retrieval import evaluate_sts
+
+    return evaluate_sts(
+        args.model, args.sts, split=args.split or "validation", split_seed=args.split_seed,
+        batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+    )
+
+
+def _add_embedding_evaluation_options(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--retrieve", metavar="DIR",
+        help="embedding model: dense retrieval over the BEIR folder's whole corpus, BM25 fusion (nDCG@10, R@100)",
+    )
+    evaluate.add_argument("--sts", metavar="FILE", help="embedding model: STS Spearman on an STS-B-format file")
+    evaluate.add_argument("--reranker", help="--retrieve: also rerank BM25's top --top-k (default 20) with this model")
+    evaluate.add_argument("--cache-dir", default="runs/embedding_cache", dest="cache_dir",
+                          help="--retrieve: corpus embeddings cache")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
 
-    if (args.task is None) == (args.rerank is None):
-        raise ValueError("pass exactly one of --task TASK (GLUE classification) or --rerank DIR (BEIR folder)")
+    modes = [name for name in ("task", "rerank", "retrieve", "sts") if getattr(args, name) is not None]
+    if len(modes) != 1:
+        raise ValueError("pass exactly one of --task TASK, --rerank DIR, --retrieve DIR or --sts FILE")
     common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
-    if args.task is not None:
+    if args.retrieve is not None:
+        record = _evaluate_retrieval(args)
+    elif args.sts is not None:
+        record = _evaluate_sts(args)
+    elif args.task is not None:
         record = evaluate_saved_classifier(
             args.model, args.task, data=args.data, split=args.split or "validation", split_seed=args.split_seed,
             max_examples=args.max_examples, **common,
@@ -171,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-length", type=int, default=256, dest="max_length")
     evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     evaluate.add_argument("--out", help="write the results JSON here (read by `gemma-encoder card --results`)")
+    _add_embedding_evaluation_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
+    _add_train_embeddings_parser(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..modeling.modeling_gemma_encoder import GemmaEncoderModel, GemmaEncoderPreTrainedModel
+from .sentence_transformers import EmbeddingFormat
 
 Pair = tuple[str, str]
 
@@ -28,6 +29,9 @@ def embed(
     batch_size: int = 32,
     normalize: bool = False,
     show_progress_bar: bool = True,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+    truncate_dim: int | None = None,
 ) -> torch.Tensor:
     """Pooled embeddings of `texts`, one row per text, in input order: a float32 CPU tensor of shape
     `(len(texts), hidden_size)`, whatever the model's dtype and device.
@@ -42,14 +46,23 @@ def embed(
         batch_size: texts per forward pass.
         normalize: L2-normalise each vector (cosine similarity becomes a dot product).
         show_progress_bar: show a tqdm bar over batches.
+        prompt_name: a prompt saved with an embedding model (`query`, `document`, ...), prepended to every text.
+        prompt: the text to prepend (wins over `prompt_name`).
+        truncate_dim: keep the first dimensions only (Matryoshka); default: the saved model's `truncate_dim`.
+
+    A model loaded from an embedding model folder (`train_embeddings`, `build_sentence_transformer(...).save`) gets
+    the folder's prompts, projections, `Normalize` and `truncate_dim`, exactly as `SentenceTransformer(folder)`.
     """
     texts = _check_texts(texts, "texts")
     pool = _pooling_function(model)
-    encodings = _tokenize(tokenizer, model, texts)
+    embedding_format = EmbeddingFormat.of_model(model)
+    prefix = embedding_format.resolve_prompt(prompt_name, prompt)
+    encodings = _tokenize(tokenizer, model, [prefix + text for text in texts])
     pooled = _run_sorted(model, tokenizer, encodings, batch_size, pool, "embed", show_progress_bar)
     if pooled is None:
-        return torch.empty(0, model.config.hidden_size)
-    return F.normalize(pooled, dim=-1) if normalize else pooled
+        pooled = torch.empty(0, model.config.hidden_size)
+    embeddings = embedding_format.apply(pooled, truncate_dim)
+    return F.normalize(embeddings, dim=-1) if normalize else embeddings
 
 
 def score_pairs(
