@@ -75,10 +75,9 @@ def beir_dir(tmp_path_factory) -> Path:
 
 
 def count_forward_calls(model: SentenceTransformer) -> list[int]:
-    """Texts the encoder ran on, recorded by a forward hook (the public way to observe a module's calls)."""
+    """Texts the encoder module ran on, recorded by a forward hook (the public way to observe a module's calls)."""
     seen = []
-    model[0].auto_model.register_forward_hook(lambda module, args, kwargs, output: seen.append(
-        kwargs["input_ids"].shape[0]), with_kwargs=True)
+    model[0].register_forward_hook(lambda module, args, output: seen.append(args[0]["input_ids"].shape[0]))
     return seen
 
 

@@ -23,7 +23,7 @@ from .data import RerankingSet, _id_key, load_reranking
 from .evaluation import ranking_metrics, rerank, results_record
 
 RETRIEVAL_METRICS = ("ndcg@10", "recall@100")
-FUSION_METHODS = {"rrf": dict(method="rrf", norm=None), "minmax": dict(method="combsum", norm="min-max")}
+FUSION_METHODS = {"rrf": dict(method="rrf", norm=None), "minmax": dict(method="sum", norm="min-max")}
 DEFAULT_CACHE_DIR = Path("runs") / "embedding_cache"
 
 
