@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_task("stsb")
         train_part, _ = train_validation_split(load_glue(spec, data), spec, seed=0)  # never the validation rows
         inputs.append(TrainingData("stsb", SCORED, train_part.rename_columns(
-            {"text": "sentence1", "text_pair": "sentence2", "label": "score"}).map(
-            lambda row: {"score": row["score"] / 5.0})))
+            {"text": "sentence1", "text_pair": "sentence2", "label": "score"})))
     trained_dir = work / "contrastive"
     _, seconds = timed(lambda: train_embeddings(
         base, trained_dir, inputs, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,

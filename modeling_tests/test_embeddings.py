@@ -109,7 +109,7 @@ def test_each_input_format_parses(tmp_path):
     stsb = read_training_data(DEFAULT_DATA_ROOT / "stsb" / "train.tsv")
     assert stsb.kind == SCORED and len(stsb.dataset) == 5749
     assert stsb.dataset[0] == {"sentence1": "A plane is taking off.", "sentence2": "An air plane is taking off.",
-                               "score": 1.0}
+                               "score": 5.0}
 
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("anchor\tpositive\nq one\td one\nq two\td two\n")
@@ -189,3 +189,11 @@ def test_lora_run_merges_adapters_into_the_saved_model(tiny_encoder_dir, tmp_pat
     reference = GemmaEncoderModel.from_pretrained(tiny_encoder_dir).state_dict()
     assert not torch.equal(weights["layers.0.self_attn.q_proj.weight"], reference["layers.0.self_attn.q_proj.weight"])
     shutil.rmtree(out)
+
+
+def test_train_embeddings_cli_reports_bad_input(tiny_encoder_dir, tmp_path, capsys):
+    from gemma_encoder_hf.harness.cli import main
+
+    missing = tmp_path / "missing.jsonl"
+    assert main(["train-embeddings", str(tiny_encoder_dir), str(tmp_path / "out"), "--data", str(missing)]) == 2
+    assert f"gemma-encoder train-embeddings: error: {missing} does not exist" in capsys.readouterr().err

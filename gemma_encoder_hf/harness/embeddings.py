@@ -42,7 +42,7 @@ SCORED_LOSSES = ("cosent", "angle")
 @dataclass
 class TrainingData:
     """One training input: `kind` is `"pairs"` (anchor, positive, negatives...) or `"scored"` (sentence1, sentence2,
-    score in [0, 1])."""
+    score)."""
 
     name: str
     kind: str
@@ -118,14 +118,11 @@ def read_training_data(path: str | os.PathLike, *, num_negatives: int = 1, negat
     columns = set(rows[0])
     name = path.stem if path.stem not in ("train", "triplets") else path.parent.name
     if {"sentence1", "sentence2", "score"} <= columns:
-        scores = [float(r["score"]) for r in rows]
-        top = max(scores)
-        # Any score scale (STS-B: 0-5) is mapped to [0, 1]: CoSENT / AnglE use only the order of the scores, and
-        # cosine-similarity evaluators read them on that scale.
+        # Scores on any scale (STS-B: 0-5): CoSENT and AnglE use only their order.
         dataset = Dataset.from_dict({
             "sentence1": [r["sentence1"] for r in rows],
             "sentence2": [r["sentence2"] for r in rows],
-            "score": [s / top if top > 1 else s for s in scores],
+            "score": [float(r["score"]) for r in rows],
         })
         return TrainingData(name, SCORED, dataset)
     if {"anchor", "positive"} <= columns:
