@@ -34,7 +34,8 @@ def embed(
     truncate_dim: int | None = None,
 ) -> torch.Tensor:
     """Pooled embeddings of `texts`, one row per text, in input order: a float32 CPU tensor of shape
-    `(len(texts), hidden_size)`, whatever the model's dtype and device.
+    `(len(texts), hidden_size)` (or a saved embedding model's projected / truncated size), whatever the model's dtype
+    and device.
 
     The vector is the one the model pools with its own `config.pooling` (mean, first-K, last-K or attention pooling):
     `pooler_output` of a `GemmaEncoderModel`, or the input of the task head of a classifier/ranker.

@@ -22,6 +22,7 @@ sentence-transformers itself is imported only where a model is built or a folder
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,9 @@ def build_sentence_transformer(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Dense, Normalize, Transformer
 
-    transformer = Transformer(str(encoder_dir), config_kwargs=config_overrides, **SENTENCE_TRANSFORMERS_MODULE_CONFIG)
+    # A copy: the module keeps (and may edit) its modality_config.
+    module_config = copy.deepcopy(SENTENCE_TRANSFORMERS_MODULE_CONFIG)
+    transformer = Transformer(str(encoder_dir), config_kwargs=config_overrides, **module_config)
     if transformer.auto_model.config.model_type != "gemma_encoder":
         raise ValueError(
             f"{encoder_dir} holds a {transformer.auto_model.config.model_type!r} model, not a GemmaEncoder; convert "
