@@ -206,6 +206,106 @@ def _add_finetune(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# train-embeddings
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _cmd_train_embeddings(args: argparse.Namespace) -> None:
+    from .embeddings import train_embeddings
+
+    out = train_embeddings(
+        args.source,
+        args.output_dir,
+        args.data,
+        pair_loss=args.pair_loss,
+        scored_loss=args.scored_loss,
+        temperature=args.temperature,
+        mini_batch_size=args.mini_batch_size,
+        num_negatives=args.num_negatives,
+        matryoshka_dims=args.matryoshka_dims,
+        projection_dims=args.projection_dims,
+        truncate_dim=args.truncate_dim,
+        pooling=args.pooling,
+        lora=args.lora_rank,
+        steps=args.steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        save_steps=args.save_steps,
+        seed=args.seed,
+        device=args.device,
+    )
+    record = json.loads((out / "embedding_training.json").read_text())
+    print(
+        f"trained on {record['data']} in {record['train_seconds'] / 60:.1f} min (loss {record['first_logged_loss']} "
+        f"-> {record['last_logged_loss']}); wrote {out}"
+    )
+
+
+def _add_train_embeddings(sub) -> None:
+    train = sub.add_parser(
+        "train-embeddings",
+        help="train an embedding model contrastively (in-batch + hard negatives, Matryoshka) with sentence-transformers",
+    )
+    train.add_argument("source", help="GemmaEncoder folder (converted or adapted), decoder source, or embedding model")
+    train.add_argument("output_dir")
+    train.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH",
+        help="(anchor, positive[, negative]) .jsonl/.tsv, scored pairs (sentence1, sentence2, score; STS-B), or a "
+        "BEIR folder (BM25-mined hard negatives)",
+    )
+    train.add_argument("--pair-loss", choices=("mnrl", "cached-mnrl"), default="mnrl", dest="pair_loss")
+    train.add_argument("--scored-loss", choices=("cosent", "angle"), default="cosent", dest="scored_loss")
+    train.add_argument("--temperature", type=float, default=0.05)
+    train.add_argument("--mini-batch-size", type=int, default=8, dest="mini_batch_size", help="cached-mnrl chunk")
+    train.add_argument("--num-negatives", type=int, default=1, dest="num_negatives", help="BM25 negatives per pair")
+    train.add_argument("--matryoshka-dims", type=int, nargs="*", default=[256, 128], dest="matryoshka_dims")
+    train.add_argument("--projection-dims", type=int, nargs="*", default=[], dest="projection_dims")
+    train.add_argument("--truncate-dim", type=int, dest="truncate_dim", help="save with this Matryoshka dimension")
+    train.add_argument("--pooling", choices=POOLING_TYPES, default="mean")
+    train.add_argument("--lora-rank", type=int, default=0, dest="lora_rank", help="> 0: LoRA of this rank, merged")
+    train.add_argument("--steps", type=int, default=200)
+    train.add_argument("--learning-rate", type=float, default=2e-5, dest="learning_rate")
+    train.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    train.add_argument("--max-length", type=int, default=128, dest="max_length")
+    train.add_argument("--save-steps", type=int, default=0, dest="save_steps", help="checkpoint every N steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    train.set_defaults(func=_cmd_train_embeddings, flags={"source": "source", "data": "--data", "device": "--device"})
+
+
+def _evaluate_retrieval(args: argparse.Namespace) -> dict:
+    from .retrieval import evaluate_retrieval
+
+    return evaluate_retrieval(
+        args.model, args.retrieve, split=args.split or "test", max_queries=args.max_queries, reranker=args.reranker,
+        rerank_top_k=args.top_k or 20, batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+        cache_dir=args.cache_dir,
+    )
+
+
+def _evaluate_sts(args: argparse.Namespace) -> dict:
+    from .retrieval import evaluate_sts
+
+    return evaluate_sts(
+        args.model, args.sts, split=args.split or "validation", split_seed=args.split_seed,
+        batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+    )
+
+
+def _add_embedding_evaluation_options(evaluate: argparse.ArgumentParser, what) -> None:
+    what.add_argument(
+        "--retrieve", metavar="DIR",
+        help="embedding model: dense retrieval over the BEIR folder's whole corpus, BM25 fusion (nDCG@10, R@100)",
+    )  # fmt: skip
+    what.add_argument("--sts", metavar="FILE", help="embedding model: STS Spearman on an STS-B-format file")
+    evaluate.add_argument("--reranker", help="--retrieve: also rerank BM25's top --top-k (default 20) with this model")
+    evaluate.add_argument(
+        "--cache-dir", default="runs/embedding_cache", dest="cache_dir", help="--retrieve: corpus embeddings cache"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # evaluate
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -214,7 +314,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
 
     common = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device)
-    if args.task in ("conll2003", "squad"):
+    if args.retrieve is not None:
+        record = _evaluate_retrieval(args)
+    elif args.sts is not None:
+        record = _evaluate_sts(args)
+    elif args.task in ("conll2003", "squad"):
         from .token_tasks import evaluate_saved_token_model
 
         record = evaluate_saved_token_model(
@@ -238,7 +342,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _add_evaluate(sub) -> None:
     evaluate = sub.add_parser(
-        "evaluate", help="score a saved model on a GLUE task (--task) or by reranking BM25 candidates (--rerank)"
+        "evaluate",
+        help="score a saved model: a task (--task), BM25 reranking (--rerank), retrieval (--retrieve) or STS (--sts)",
     )
     evaluate.add_argument(
         "model", help="folder written by save_pretrained (GemmaEncoder or any transformers classifier)"
@@ -246,6 +351,7 @@ def _add_evaluate(sub) -> None:
     what = evaluate.add_mutually_exclusive_group(required=True)
     what.add_argument("--task", help="GLUE task (sst2, cola, mrpc, rte, stsb, qnli), conll2003 or squad")
     what.add_argument("--rerank", metavar="DIR", help="BEIR folder with corpus, queries, qrels, BM25 candidates")
+    _add_embedding_evaluation_options(evaluate, what)
     evaluate.add_argument(
         "--data", help="data root (default: the environment variable GEMMA_ENCODER_DATA) or the task's TSV itself"
     )
@@ -358,7 +464,9 @@ def _add_score(sub) -> None:
 # main
 # ----------------------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = (_add_convert, _add_card, _add_adapt, _add_finetune, _add_evaluate, _add_embed, _add_classify, _add_score)
+SUBCOMMANDS = (
+    _add_convert, _add_card, _add_adapt, _add_finetune, _add_train_embeddings, _add_evaluate, _add_embed, _add_classify, _add_score,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

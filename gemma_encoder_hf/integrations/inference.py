@@ -22,6 +22,7 @@ from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..modeling.modeling_gemma_encoder import GemmaEncoderModel, GemmaEncoderPreTrainedModel
 from .conversion import check_pair_template
+from .sentence_transformers import EmbeddingFormat
 
 Pair = tuple[str, str]
 
@@ -34,9 +35,13 @@ def embed(
     normalize_embeddings: bool = False,
     show_progress_bar: bool = True,
     max_length: int | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+    truncate_dim: int | None = None,
 ) -> torch.Tensor:
     """Pooled embeddings of `texts`, one row per text, in input order: a float32 CPU tensor of shape
-    `(len(texts), hidden_size)`, whatever the model's dtype and device.
+    `(len(texts), hidden_size)` (or a saved embedding model's projected / truncated size), whatever the model's dtype
+    and device.
 
     The vector is the one the model pools with its own `config.pooling` (mean, first-K, last-K or attention pooling):
     `pooler_output` of a `GemmaEncoderModel`, or the input of the task head of a classifier/ranker.
@@ -50,15 +55,24 @@ def embed(
         show_progress_bar: show a tqdm bar over batches.
         max_length: truncate texts to this many tokens (default and upper bound: the tokenizer's `model_max_length`
             and the model's `max_position_embeddings`).
+        prompt_name: a prompt saved with an embedding model (`query`, `document`, ...), prepended to every text.
+        prompt: the text to prepend (wins over `prompt_name`).
+        truncate_dim: keep the first dimensions only (Matryoshka); default: the saved model's `truncate_dim`.
+
+    A model loaded from an embedding model folder (`train_embeddings`, `build_sentence_transformer(...).save`) gets
+    the folder's prompts, projections, `Normalize` and `truncate_dim`, exactly as `SentenceTransformer(folder)`.
     """
     texts = _check_texts(texts, "texts")
+    embedding_format = EmbeddingFormat.of_model(model)
+    prefix = embedding_format.resolve_prompt(prompt_name, prompt)
     pooled = _run_batched(
-        model, tokenizer, texts, None, _pooling_function(model),
+        model, tokenizer, [prefix + text for text in texts], None, _pooling_function(model),
         batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar, description="embed",
     )
     if pooled is None:
-        return torch.empty(0, model.config.hidden_size)
-    return F.normalize(pooled, dim=-1) if normalize_embeddings else pooled
+        pooled = torch.empty(0, model.config.hidden_size)
+    embeddings = embedding_format.apply(pooled, truncate_dim)
+    return F.normalize(embeddings, dim=-1) if normalize_embeddings else embeddings
 
 
 def predict_logits(

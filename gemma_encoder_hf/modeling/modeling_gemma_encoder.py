@@ -918,6 +918,15 @@ def _realign_parameters(model: nn.Module, alignment: int = 64) -> None:
                 tensor.data = tensor.data.clone()
 
 
+# The settings of sentence-transformers' Transformer module that make it return this model's `pooler_output`.
+SENTENCE_TRANSFORMERS_MODULE_CONFIG = {
+    "transformer_task": "feature-extraction",
+    "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
+    "module_output_name": "sentence_embedding",
+    "unpad_inputs": False,
+}
+
+
 def write_sentence_transformers_config(save_directory: str | os.PathLike) -> None:
     """Write `modules.json` and `sentence_bert_config.json` (sentence-transformers >= 6 format) for a saved encoder.
 
@@ -928,13 +937,7 @@ def write_sentence_transformers_config(save_directory: str | os.PathLike) -> Non
     keeps every pooled vector independent of how a caller delimits texts in a flattened row.
     """
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
-    module_config = {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
-        "module_output_name": "sentence_embedding",
-        "unpad_inputs": False,
-    }
-    for name, content in (("modules.json", modules), ("sentence_bert_config.json", module_config)):
+    for name, content in (("modules.json", modules), ("sentence_bert_config.json", SENTENCE_TRANSFORMERS_MODULE_CONFIG)):
         with open(os.path.join(save_directory, name), "w", encoding="utf-8") as f:
             json.dump(content, f, indent=2)
             f.write("\n")
