@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from gemma_encoder_hf.harness.data import DEFAULT_DATA_ROOT, get_task, load_glue, read_corpus, train_validation_split
+from gemma_encoder_hf.harness.data import DATA_ENV_VAR, get_task, load_glue, read_corpus, train_validation_split
 from gemma_encoder_hf.harness.embeddings import TrainingData, read_training_data, train_embeddings, SCORED
 from gemma_encoder_hf.harness.retrieval import evaluate_retrieval, evaluate_sts, load_embedding_model
 from gemma_encoder_hf.harness.training import encoder_dir
 from gemma_encoder_hf.integrations.sentence_transformers import build_sentence_transformer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def timed(fn):
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="embedded")
     parser.add_argument("--work-dir", default="runs/embeddings_benchmark")
-    parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--data", default=str(DATA_ROOT))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)

@@ -77,7 +77,7 @@ def main() -> None:
                     started = time.perf_counter()
                     texts = [" ".join(tokens) for tokens in train["tokens"]]
                     model_source = adapt(source, texts, RUNS / f"mntp-{n}-{seed}",
-                                         steps=args.adapt_steps, seed=seed, use_cpu=args.device == "cpu")  # fmt: skip
+                                         steps=args.adapt_steps, seed=seed, device=args.device)  # fmt: skip
                     adapt_seconds = time.perf_counter() - started
                 model, tokenizer = load_task_model(
                     GemmaEncoderForTokenClassification, model_source, seed=seed,
@@ -92,7 +92,7 @@ def main() -> None:
                     seed=seed,
                     checkpoints=False,
                     device=args.device,
-                    show_progress=False,
+                    show_progress_bar=False,
                 )
                 result = finetune_ner(model, tokenizer, train, None, config)
                 started = time.perf_counter()

@@ -6,6 +6,7 @@ weights. The hard-negative test reads the shared SciFact files, where BM25 ranks
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tiny_tokenizer import char_tokenizer
 from transformers import AutoTokenizer
 
 from gemma_encoder_hf import GemmaEncoderModel, embed
-from gemma_encoder_hf.harness.data import DEFAULT_DATA_ROOT, load_reranking
+from gemma_encoder_hf.harness.data import DATA_ENV_VAR, load_reranking
 from gemma_encoder_hf.harness.embeddings import (
     PAIRS,
     SCORED,
@@ -27,7 +28,8 @@ from gemma_encoder_hf.harness.embeddings import (
 )
 from gemma_encoder_hf.integrations.sentence_transformers import DEFAULT_PROMPTS, build_sentence_transformer
 
-SCIFACT = DEFAULT_DATA_ROOT / "scifact"
+DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
+SCIFACT = DATA_ROOT / "scifact"
 QUERIES = ["what do encoders pool over?", "which fruit is yellow"]
 DOCUMENTS = ["Pooling runs over the attention mask.", "Bananas are yellow.", "x"]
 
@@ -102,11 +104,11 @@ def test_embed_rejects_unknown_prompt_name(embedding_dir, tiny_encoder_dir):
 
 
 def test_each_input_format_parses(tmp_path):
-    nli = read_training_data(DEFAULT_DATA_ROOT / "nli" / "triplets.jsonl")
+    nli = read_training_data(DATA_ROOT / "nli" / "triplets.jsonl")
     assert nli.kind == PAIRS and nli.dataset.column_names == ["anchor", "positive", "negative"]
     assert len(nli.dataset) == 6414
 
-    stsb = read_training_data(DEFAULT_DATA_ROOT / "stsb" / "train.tsv")
+    stsb = read_training_data(DATA_ROOT / "stsb" / "train.tsv")
     assert stsb.kind == SCORED and len(stsb.dataset) == 5749
     assert stsb.dataset[0] == {"sentence1": "A plane is taking off.", "sentence2": "An air plane is taking off.",
                                "score": 5.0}

@@ -64,7 +64,7 @@ def finetune_task(
     seed: int = 0,
     device: str | None = None,
     cache_dir: str | Path = "runs/converted",
-    show_progress: bool = True,
+    show_progress_bar: bool = True,
 ) -> dict:
     """Fine-tune `source` on `task`, save model + tokenizer + `results.json` to `output_dir`; return the record.
 
@@ -94,7 +94,7 @@ def finetune_task(
         seed=seed,
         checkpoints=False,
         device=device,
-        show_progress=show_progress,
+        show_progress_bar=show_progress_bar,
     )
     overrides = {"attention": attention}
 
