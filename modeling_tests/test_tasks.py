@@ -196,6 +196,38 @@ def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_di
     assert json.loads((out / "results.json").read_text())["metrics"]["eval_examples"] == 12
 
 
+def test_finetune_cli_runs_the_task_recipe_with_no_tuning_flags(tiny_encoder_dir, tmp_path):
+    """`gemma-encoder finetune --task rte SOURCE OUT --train-examples N` adapts on the training split (the recipe's
+    150 steps), fine-tunes with the recipe's settings and scores the dev-shaped validation split; `evaluate` re-scores
+    the same rows."""
+    from gemma_encoder_hf.harness.glue import GLUE_RECIPES
+
+    out = tmp_path / "rte"
+    assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(out), "--train-examples", "16",
+                     "--device", "cpu"]) == 0
+    record = json.loads((out / "results.json").read_text())
+    recipe = GLUE_RECIPES["rte"]
+    assert record["recipe"]["adapt_steps"] == recipe.adapt_steps > 0
+    assert json.loads((out / "adapted" / "adaptation.json").read_text())["steps"] == recipe.adapt_steps
+    task = data.get_task("rte")
+    _, validation = data.train_validation_split(data.load_glue(task), task, seed=0)
+    assert record["metrics"]["train_examples"] == 16 and record["metrics"]["eval_examples"] == len(validation)
+    assert record["config"]["attention"] == recipe.attention and record["config"]["pooling"] == recipe.pooling
+
+    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-length", str(recipe.max_length),
+                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+
+
+def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
+    assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(tmp_path), "--train-examples", "0"]) == 2
+    assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        cli.main(["finetune", "--task", "mnli", str(tiny_encoder_dir), str(tmp_path)])
+    assert error.value.code == 2 and "invalid choice: 'mnli'" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # `gemma-encoder evaluate` on the real Gemma 3 270M
 # ----------------------------------------------------------------------------------------------------------------------

@@ -81,6 +81,17 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from .glue import run_glue
+
+    kwargs = {"data_root": args.data} if args.data else {}
+    record = run_glue(
+        args.task, args.source, args.output_dir, args.train_examples, seed=args.seed, device=args.device, **kwargs
+    )
+    print(json.dumps(record["metrics"], indent=2))
+    print(f"wrote {args.output_dir}/model and {args.output_dir}/results.json")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_saved_classifier, evaluate_saved_reranker, write_results
 
@@ -152,6 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is present")
     adapt.set_defaults(func=_cmd_adapt)
+
+    # Task names spelled out for the same reason as adapt's choices (harness.glue.GLUE_RECIPES holds the same six).
+    finetune = sub.add_parser(
+        "finetune",
+        help="fine-tune on a GLUE task with its measured recipe (adaptation included where it helps), then evaluate "
+             "on the dev-shaped validation split",
+    )
+    finetune.add_argument("--task", required=True, choices=("sst2", "cola", "mrpc", "rte", "stsb", "qnli"))
+    finetune.add_argument("source", help="decoder (folder, Hub id, .gguf, 'embedded') or GemmaEncoder folder")
+    finetune.add_argument("output_dir")
+    finetune.add_argument("--train-examples", type=int, dest="train_examples",
+                          help="a stratified subset of the training split (default: all of it)")
+    finetune.add_argument("--data", help="data root holding <task>/ (default: <repo>/../shared/data)")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    finetune.set_defaults(func=_cmd_finetune)
 
     evaluate = sub.add_parser(
         "evaluate", help="score a saved model on a GLUE task (--task) or by reranking BM25 candidates (--rerank)"
