@@ -36,7 +36,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tokenizers.processors import TemplateProcessing
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Gemma3TextForSequenceClassification
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification, GemmaEncoderModel
 from gemma_encoder_hf.harness.data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
@@ -54,7 +54,7 @@ from gemma_encoder_hf.modeling.modeling_gemma_encoder import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import build_model as build_ablation_model  # noqa: E402  (the native baseline, built as the ablation does)
+from ablation import native_base_dir  # noqa: E402  (the native baseline's checkpoint, as the ablation builds it)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 COMMAND = "python benchmarks/glue_recipe.py " + " ".join(sys.argv[1:])
@@ -145,7 +145,7 @@ def pooled_features(model, tokenizer, dataset, template: str, batch_size: int) -
 
 
 def run_probe(args, task, train, validation, results_file: Path, deadline: float) -> None:
-    folder = encoder_dir("embedded", args.cache_dir)
+    folder = encoder_dir(args.model, args.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     for attention in args.probe_attention:
         for template in args.probe_templates:
@@ -191,11 +191,15 @@ def run_finetune(args, task, train, validation, results_file: Path, deadline: fl
                 print(f"time limit reached before {key}")
                 return
             if setting.model == "native":
-                model, tokenizer = build_ablation_model("native", "classification", task.num_labels,
-                                                        task.problem_type, args.cache_dir, 8, seed)
+                torch.manual_seed(seed)  # the head's initialisation (load_task_model seeds ours)
+                tokenizer = AutoTokenizer.from_pretrained(encoder_dir(args.model, args.cache_dir))
+                tokenizer.padding_side = "right"  # it numbers positions 0..n-1 whatever the mask
+                model = Gemma3TextForSequenceClassification.from_pretrained(
+                    native_base_dir(args.cache_dir), **task.model_kwargs()
+                )
             else:
                 model, tokenizer = load_task_model(
-                    GemmaEncoderForSequenceClassification, "embedded", cache_dir=args.cache_dir, seed=seed,
+                    GemmaEncoderForSequenceClassification, args.model, cache_dir=args.cache_dir, seed=seed,
                     attention=setting.model, pooling=setting.pooling, **task.model_kwargs(),
                 )
             run_task, run_train, run_validation = task, train, validation
@@ -284,6 +288,8 @@ def report(results: dict) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--model", default="embedded",
+                        help="the encoder: a GemmaEncoder folder, or a decoder converted once under --cache-dir")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/converted"), dest="cache_dir")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/gemma-encoder-glue-recipe"), dest="work_dir")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "glue_recipe_cpu.json")

@@ -278,51 +278,31 @@ class DevShape:
 
     Attributes:
         size: rows of the official dev set (the validation split's target size).
-        kind: `"sentences"` (SST-2: full treebank sentences, no sub-phrase of them left in training), `"pairs"`
-            (no text on both sides of the split; sizes and label/score distribution as the pool's) or `"random"`
-            (rows drawn like the dev set's own: uniformly, stratified by label).
-        why: the fact about the dev set that the split follows.
+        kind: `"sentences"`: full sentences only, and no piece of them left in training (a treebank's phrase table,
+            SST-2); `"pairs"`: pairs that share a text stay on one side, labels (or rounded scores) stratified;
+            `"random"`: a stratified random sample, for a dev set drawn like the training rows.
     """
 
     size: int
     kind: str
-    why: str
 
 
-# Dev-set facts come from each folder's PROVENANCE.md and the GLUE paper.
+# Facts about the dev sets from each folder's PROVENANCE.md:
+# - SST-2: dev is 872 full sentences (444 positive, mean 19.5 words); the training file is mostly their sub-phrases
+#   (mean 9.4 words). The rows that are no sub-phrase of another row are the full sentences (6,885 rows, mean 19.4).
+# - CoLA: dev's in-domain half (527 rows) comes from the same 17 publications as train, drawn like it; 527 rather
+#   than all 1,043 leaves the 8,000 training sentences the benchmarks ask for.
+# - MRPC (408 pairs), RTE (277), STS-B (1,500): drawn from the same corpora as train; some sentences occur in several
+#   pairs (137 MRPC sentences, 99 RTE premises, 227 STS-B first sentences), which must not straddle the split.
+# - QNLI: the pool is half of the official dev set (the other half is the test); questions and paragraph sentences
+#   recur across pairs. A fifth of the pool (546) leaves the 2,000 training pairs the benchmarks ask for.
 DEV_SHAPES: dict[str, DevShape] = {
-    "sst2": DevShape(
-        872, "sentences",
-        "dev holds 872 full sentences (mean 19.5 words) while train is mostly their sub-phrases (mean 9.4): validation "
-        "takes rows that are no sub-phrase of another row (6,885 such rows, mean 19.4 words), and every training "
-        "row that is a sub-phrase of a validation sentence is dropped",
-    ),
-    "cola": DevShape(
-        527, "random",
-        "dev's in-domain half (527 rows) is drawn from the same 17 publications as train, so a stratified random "
-        "sample of that size has its form; 527 rather than all 1,043 leaves 8,000 training sentences",
-    ),
-    "mrpc": DevShape(
-        408, "pairs",
-        "dev is 408 pairs drawn from the same corpus as train; some sentences occur in several pairs, so pairs that "
-        "share a sentence stay on one side",
-    ),
-    "rte": DevShape(
-        277, "pairs",
-        "dev is 277 pairs of the same RTE challenges as train; some premises and hypotheses occur in several pairs, "
-        "so pairs that share a text stay on one side",
-    ),
-    "stsb": DevShape(
-        1500, "pairs",
-        "dev is 1,500 pairs from the same genres as train; repeated sentences stay on one side, and the score "
-        "distribution is kept by stratifying on the rounded score",
-    ),
-    "qnli": DevShape(
-        546, "pairs",
-        "the pool is half of the official dev set (the other half is the test), each question paired with sentences "
-        "of its paragraph: pairs sharing a question or a sentence stay on one side; a fifth of the pool keeps "
-        "2,000 training pairs",
-    ),
+    "sst2": DevShape(872, "sentences"),
+    "cola": DevShape(527, "random"),
+    "mrpc": DevShape(408, "pairs"),
+    "rte": DevShape(277, "pairs"),
+    "stsb": DevShape(1500, "pairs"),
+    "qnli": DevShape(546, "pairs"),
 }
 
 
