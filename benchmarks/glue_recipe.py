@@ -282,6 +282,12 @@ def report(results: dict) -> str:
                 f"{r['metrics']['accuracy']:.3f} | {r['metrics']['f1']:.3f} | {r['predicted_positive_share']:.2f} | "
                 f"{r['train_minutes']} |"
             )
+    missing = [name for name in FINETUNE if not any(r.get("setting") == name for r in runs)]
+    if missing:
+        lines.append(
+            f"\nNot measured yet (fine-tuning settings of `FINETUNE` with no result in this file): {', '.join(missing)}. "
+            "Run them with `--finetune NAME ... --finetune-train 1000`."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -297,6 +303,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--probe-attention", nargs="*", default=["bidirectional", "causal"], dest="probe_attention")
     parser.add_argument("--probe-templates", nargs="*", default=["eos", "bos", "prompt"], dest="probe_templates",
                         choices=[*TEMPLATES, "prompt"])
+    parser.add_argument("--probe-validation", type=int, dest="probe_validation",
+                        help="score the probe on a stratified subset of the validation split (default: all of it)")
     parser.add_argument("--probe-c", type=float, default=0.1, dest="probe_c", help="inverse L2 strength")
     parser.add_argument("--finetune-train", type=int, default=1000, dest="finetune_train")
     parser.add_argument("--finetune", nargs="*", default=["native", "bidir-mean", "bidir-mean-headlr1e-4"],
@@ -316,7 +324,8 @@ def main(argv=None) -> int:
         task = get_task("mrpc")
         train_pool, validation = train_validation_split(load_glue(task, args.data), task, seed=0)
         if args.probe_attention and args.probe_templates:
-            run_probe(args, task, subsample(train_pool, args.probe_train, task, seed=0), validation, args.out, deadline)
+            run_probe(args, task, subsample(train_pool, args.probe_train, task, seed=0),
+                      subsample(validation, args.probe_validation, task, seed=0), args.out, deadline)
         if args.finetune:
             run_finetune(args, task, subsample(train_pool, args.finetune_train, task, seed=0), validation, args.out,
                          deadline)

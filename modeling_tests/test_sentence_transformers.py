@@ -138,6 +138,10 @@ def test_pair_scores_agree_across_pipeline_cross_encoder_and_score_pairs(pooling
 
     torch.manual_seed(0)
     model = GemmaEncoderForSequenceClassification(tiny_config(tokenizer, num_labels=1, **POOLINGS[pooling])).eval()
+    with torch.no_grad():  # a random head's logits are ~1e-5, below any tolerance: scale its MLP up
+        for name, parameter in model.score.named_parameters():
+            if not name.startswith("pooler."):
+                parameter.mul_(30.0)
     model.save_pretrained(tmp_path)
     shutil.copytree(tokenizer_files, tmp_path, dirs_exist_ok=True)
     pairs = [(QUERY, doc) for doc in DOCUMENTS]
@@ -159,4 +163,4 @@ def test_pair_scores_agree_across_pipeline_cross_encoder_and_score_pairs(pooling
     for got in (scored, crossed, piped):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     # The pairs score differently, so an agreement on one constant would not pass.
-    assert expected.std() > 1e-4
+    assert expected.std() > 1e-3
