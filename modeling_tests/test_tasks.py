@@ -21,9 +21,8 @@ from gemma_encoder_hf import (
     GemmaEncoderConfig,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
-    cli,
-    data,
 )
+from gemma_encoder_hf.harness import cli, data
 from gemma_encoder_hf.harness.evaluation import predict_logits, ranking_metrics, task_metrics
 from gemma_encoder_hf.harness.training import (
     RankingCollator,
