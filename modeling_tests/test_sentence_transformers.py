@@ -127,7 +127,8 @@ def test_cross_encoder_predict_and_rank_match_ranker(saved_ranker):
         assert hit["score"] == pytest.approx(torch.sigmoid(logits[hit["corpus_id"]]).item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("pooling", list(POOLINGS))
+# KV-probe pooling is left out: with a random head every pair gets the same logit to 1e-6, so agreement could not fail.
+@pytest.mark.parametrize("pooling", [p for p in POOLINGS if p != "attention-kv"])
 def test_pair_scores_agree_across_pipeline_cross_encoder_and_score_pairs(pooling, tokenizer, tokenizer_files, tmp_path):
     """The same (text, text_pair) gets the same logit from `pipeline("text-classification")`, `CrossEncoder` and
     `score_pairs`, for every pooling: all three join the pair with the tokenizer's `<bos> A <eos> B` template and pool
