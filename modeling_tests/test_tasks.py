@@ -206,7 +206,7 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
     recipe = dataclasses.replace(GLUE_RECIPES["rte"], adapt_steps=2)
     out = tmp_path / "rte"
     record = run_glue("rte", tiny_encoder_dir, out, 16, recipe=recipe, device="cpu", show_progress_bar=False)
-    assert record == json.loads((out / "results.json").read_text())
+    assert record["metrics"] == json.loads((out / "results.json").read_text())["metrics"]
     assert record["recipe"] == dataclasses.asdict(recipe)
     assert json.loads((out / "adapted" / "adaptation.json").read_text())["steps"] == 2
     task = data.get_task("rte")
