@@ -289,8 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/gemma-encoder-adaptation"), dest="work_dir")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/adaptation_<device>.json)")
     parser.add_argument("--overwrite", action="store_true", help="re-run keys already in the results file")
-    parser.add_argument("--validation-size", type=float, default=0.1, dest="validation_size",
-                        help="fraction (or count, if > 1) of the train pool held out; the same for every size")
+    parser.add_argument("--validation-size", type=float, dest="validation_size",
+                        help="fraction (or count, if > 1) of the train pool held out at random; default: the split "
+                             "shaped like the official dev set (harness.data.DEV_SHAPES); the same for every size")
     parser.add_argument("--max-eval", type=int, default=1000, dest="max_eval", help="cap on validation examples")
     # fine-tuning
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -317,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask-rate", type=float, default=ADAPT_DEFAULTS["mask_rate"], dest="mask_rate")
     parser.add_argument("--report", nargs="*", type=Path, help="print the table of these results files and exit")
     args = parser.parse_args(argv)
-    if args.validation_size > 1:
+    if args.validation_size is not None and args.validation_size > 1:
         args.validation_size = int(args.validation_size)
     return args
 

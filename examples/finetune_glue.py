@@ -24,7 +24,9 @@ values recorded as the class names in the model's id2label):
 
 A Hub dataset (when online): --hub-dataset nyu-mll/glue --hub-config sst2 --text-column sentence
 
-The validation split is carved from the training pool with --split-seed (stratified), so
+The validation split is carved from the training pool with --split-seed; for a GLUE task it is shaped like the
+official dev set (SST-2: 872 full sentences, none of their sub-phrases left in training; pairs: no sentence on both
+sides; harness.data.DEV_SHAPES), for your own data a stratified 10%. So
 `gemma-encoder evaluate OUTPUT_DIR/model --task sst2 --split-seed 0 [--max-examples N]` scores the same rows again
 (pass the same N as --eval-examples).
 The model goes to OUTPUT_DIR/model and the results JSON (the model-card format) to OUTPUT_DIR/results.json
@@ -73,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--label-column", default="label")
     data.add_argument("--num-labels", type=int, default=2, help="your data: classes (1 = regression)")
     data.add_argument("--label-names", nargs="+", help="your data: class names in id order (labels may be names)")
-    data.add_argument("--validation-size", type=float, default=0.1, help="fraction (<1) or count carved from train")
+    data.add_argument("--validation-size", type=float,
+                      help="fraction (<1) or count carved at random from train; default: for GLUE tasks a split "
+                           "shaped like the official dev set (harness.data.DEV_SHAPES), else 10%%")
     data.add_argument("--split-seed", type=int, default=0)
     data.add_argument("--train-examples", type=int, help="train on a stratified subset of this size")
     data.add_argument("--eval-examples", type=int, help="evaluate on a stratified subset of the validation split")
@@ -134,7 +138,9 @@ def load_data(args: argparse.Namespace):
 def main() -> None:
     args = build_parser().parse_args()
     task, pool, data_path = load_data(args)
-    size = args.validation_size if args.validation_size < 1 else int(args.validation_size)
+    size = args.validation_size
+    if size is not None and size >= 1:
+        size = int(size)
     train_pool, val_set = train_validation_split(pool, task, validation_size=size, seed=args.split_seed)
     train_set = subsample(train_pool, args.train_examples, task, seed=args.split_seed)
     val_set = subsample(val_set, args.eval_examples, task, seed=args.split_seed)

@@ -246,6 +246,39 @@ def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_di
     assert json.loads((out / "results.json").read_text())["details"]["eval_examples"] == 12
 
 
+def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_dir, tmp_path):
+    """`run_glue` (what `gemma-encoder finetune --task T SOURCE OUT` runs) adapts on the training split, fine-tunes with
+    the task's recipe and scores the dev-shaped validation split; `evaluate` re-scores the same rows. The recipe's 150
+    adaptation steps are cut to 2 here (CI time); everything else is the task's recipe."""
+    import dataclasses
+
+    from gemma_encoder_hf.harness.glue import GLUE_RECIPES, run_glue
+
+    recipe = dataclasses.replace(GLUE_RECIPES["rte"], adapt_steps=2)
+    out = tmp_path / "rte"
+    record = run_glue("rte", tiny_encoder_dir, out, 16, recipe=recipe, device="cpu", show_progress_bar=False)
+    assert record["metrics"] == json.loads((out / "results.json").read_text())["metrics"]
+    assert record["recipe"] == dataclasses.asdict(recipe)
+    assert json.loads((out / "adapted" / "adaptation.json").read_text())["steps"] == 2
+    task = data.get_task("rte")
+    _, validation = data.train_validation_split(data.load_glue(task), task, seed=0)
+    assert record["metrics"]["train_examples"] == 16 and record["metrics"]["eval_examples"] == len(validation)
+    assert record["config"]["attention"] == recipe.attention and record["config"]["pooling"] == recipe.pooling
+
+    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-length", str(recipe.max_length),
+                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+
+
+def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
+    assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(tmp_path), "--train-examples", "0"]) == 2
+    assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        cli.main(["finetune", "--task", "mnli", str(tiny_encoder_dir), str(tmp_path)])
+    assert error.value.code == 2 and "invalid choice: 'mnli'" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # `gemma-encoder evaluate` on the real Gemma 3 270M
 # ----------------------------------------------------------------------------------------------------------------------

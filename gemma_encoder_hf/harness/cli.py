@@ -199,7 +199,7 @@ def _add_finetune(sub) -> None:
     finetune.add_argument("--learning-rate", type=float, dest="learning_rate", help="backbone learning rate")
     finetune.add_argument("--batch-size", type=int, dest="batch_size")
     finetune.add_argument("--max-length", type=int, dest="max_length")
-    finetune.add_argument("--attention", choices=ATTENTION_TYPES, default="bidirectional")
+    finetune.add_argument("--attention", choices=ATTENTION_TYPES, help="default: the task's recipe")
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     finetune.set_defaults(func=_cmd_finetune)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .errors import InvalidArgumentError, PathNotFoundError
 
@@ -303,15 +303,24 @@ def train_validation_split(
     dataset: Dataset,
     task: TaskSpec,
     *,
-    validation_size: int | float = 0.1,
+    validation_size: int | float | None = None,
     seed: int = 0,
     max_validation: int | None = 2000,
 ) -> tuple[Dataset, Dataset]:
-    """Carve a deterministic validation split from a training pool (stratified by label for classification).
+    """Carve a deterministic validation split from a training pool.
+
+    With `validation_size=None` (the default), a GLUE task's pool is split by `dev_shaped_split`: a validation set
+    shaped like the task's official dev set (SST-2: full sentences; pairs: no sentence on both sides), the split
+    every example, benchmark and `gemma-encoder evaluate` use. Any other data, or an explicit `validation_size`
+    (a fraction or a count, capped at `max_validation`), gets a random split stratified by label.
 
     The split depends only on the pool, `validation_size` and `seed`: subsampling the training part afterwards
     (`subsample`) never changes the validation set, so runs with different training budgets are comparable.
     """
+    if validation_size is None:
+        if task.name in DEV_SHAPES and task.file is not None:
+            return dev_shaped_split(dataset, task, seed=seed)
+        validation_size = 0.1
     n = len(dataset)
     size = int(round(validation_size * n)) if isinstance(validation_size, float) else int(validation_size)
     if max_validation is not None:
@@ -324,6 +333,135 @@ def train_validation_split(
     stratify = labels if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 else None
     train_idx, val_idx = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
     return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Validation splits shaped like the official GLUE dev sets
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DevShape:
+    """What a task's official dev set looks like, and so what its carved validation split imitates.
+
+    Attributes:
+        size: rows of the official dev set (the validation split's target size).
+        kind: `"sentences"`: full sentences only, and no piece of them left in training (a treebank's phrase table,
+            SST-2); `"pairs"`: pairs that share a text stay on one side, labels (or rounded scores) stratified;
+            `"random"`: a stratified random sample, for a dev set drawn like the training rows.
+    """
+
+    size: int
+    kind: str
+
+
+# Facts about the dev sets from each folder's PROVENANCE.md:
+# - SST-2: dev is 872 full sentences (444 positive, mean 19.5 words); the training file is mostly their sub-phrases
+#   (mean 9.4 words). The rows that are no sub-phrase of another row are the full sentences (6,885 rows, mean 19.4).
+# - CoLA: dev's in-domain half (527 rows) comes from the same 17 publications as train, drawn like it; 527 rather
+#   than all 1,043 leaves the 8,000 training sentences the benchmarks ask for.
+# - MRPC (408 pairs), RTE (277), STS-B (1,500): drawn from the same corpora as train; some sentences occur in several
+#   pairs (137 MRPC sentences, 99 RTE premises, 227 STS-B first sentences), which must not straddle the split.
+# - QNLI: the pool is half of the official dev set (the other half is the test); questions and paragraph sentences
+#   recur across pairs. A fifth of the pool (546) leaves the 2,000 training pairs the benchmarks ask for.
+DEV_SHAPES: dict[str, DevShape] = {
+    "sst2": DevShape(872, "sentences"),
+    "cola": DevShape(527, "random"),
+    "mrpc": DevShape(408, "pairs"),
+    "rte": DevShape(277, "pairs"),
+    "stsb": DevShape(1500, "pairs"),
+    "qnli": DevShape(546, "pairs"),
+}
+
+
+def dev_shaped_split(dataset: Dataset, task: TaskSpec, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, validation) of a GLUE task's pool, the validation side shaped like the official dev set.
+
+    See `DEV_SHAPES` for what each task's split imitates. Deterministic in (pool, seed); no validation text, and for
+    SST-2 no sub-phrase of a validation sentence, is left in the training side.
+    """
+    shape = DEV_SHAPES[task.name]
+    if shape.kind == "sentences":
+        train_idx, val_idx = _full_sentence_split(dataset, task, shape.size, seed)
+    elif shape.kind == "pairs":
+        train_idx, val_idx = _grouped_pair_split(dataset, task, shape.size, seed)
+    else:
+        labels = np.asarray(dataset["label"])
+        train_idx, val_idx = train_test_split(
+            np.arange(len(dataset)), test_size=shape.size, random_state=seed, stratify=labels
+        )
+    return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+def _spans(words: tuple[str, ...]):
+    """Every contiguous word span of `words` shorter than the whole."""
+    n = len(words)
+    for length in range(1, n):
+        for start in range(n - length + 1):
+            yield words[start : start + length]
+
+
+def full_sentence_rows(texts: list[str]) -> np.ndarray:
+    """Indices of the rows that are no word-level sub-phrase of another row: in a treebank's phrase table (SST-2's
+    training file), the full sentences.
+
+    Rows are visited longest first, so a row already found inside a longer one is never expanded: only the full
+    sentences' spans are enumerated.
+    """
+    words = [tuple(t.split()) for t in texts]
+    rows = set(words)
+    contained: set[tuple[str, ...]] = set()
+    for row in sorted(rows, key=len, reverse=True):
+        if row in contained:
+            continue
+        contained.update(span for span in _spans(row) if span in rows)
+    return np.array([i for i, w in enumerate(words) if w not in contained], dtype=np.int64)
+
+
+def _full_sentence_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    texts = dataset["text"]
+    labels = np.asarray(dataset["label"])
+    candidates = full_sentence_rows(texts)
+    # Duplicated sentences count once, so the same sentence can't be drawn into validation and left in training.
+    _, first = np.unique(np.array(texts, dtype=object)[candidates], return_index=True)
+    candidates = candidates[np.sort(first)]
+    if len(candidates) <= size:
+        raise ValueError(f"{task.name}: only {len(candidates)} full-sentence rows, fewer than the {size} wanted.")
+    _, val_idx = train_test_split(candidates, test_size=size, random_state=seed, stratify=labels[candidates])
+    # A validation sentence's sub-phrases (and the sentence itself) are training rows too: drop them, or the model
+    # would be scored on sentences whose pieces it was trained on.
+    leaked = set()
+    for i in val_idx:
+        words = tuple(texts[i].split())
+        leaked.add(words)
+        leaked.update(_spans(words))
+    train_idx = np.array([i for i, t in enumerate(texts) if tuple(t.split()) not in leaked], dtype=np.int64)
+    return train_idx, val_idx
+
+
+def _grouped_pair_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fold of `StratifiedGroupKFold` whose groups are the connected components of "shares a text": a text
+    (first or second of a pair) never appears on both sides. Strata: the label, or the rounded score (regression)."""
+    texts = dataset["text"]
+    pairs = dataset["text_pair"] if "text_pair" in dataset.column_names else texts
+    parent: dict[str, str] = {}
+
+    def root(text: str) -> str:
+        while parent.setdefault(text, text) != text:
+            parent[text] = parent[parent[text]]
+            text = parent[text]
+        return text
+
+    for a, b in zip(texts, pairs):
+        parent[root(a)] = root(b)
+    roots = {r: g for g, r in enumerate(dict.fromkeys(root(t) for t in texts))}
+    groups = np.array([roots[root(t)] for t in texts])
+    labels = np.asarray(dataset["label"])
+    strata = np.rint(labels).astype(np.int64) if task.problem_type == REGRESSION else labels
+    n_splits = max(2, round(len(dataset) / size))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(np.zeros(len(dataset)), strata, groups))
+    return train_idx, val_idx
 
 
 def subsample(dataset: Dataset, n: int | None, task: TaskSpec, seed: int = 0) -> Dataset:

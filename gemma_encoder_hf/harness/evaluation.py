@@ -283,7 +283,7 @@ def evaluate_saved_classifier(
     data: str | os.PathLike | None = None,
     split: str = "validation",
     split_seed: int = 0,
-    validation_size: int | float = 0.1,
+    validation_size: int | float | None = None,
     max_examples: int | None = None,
     batch_size: int = 32,
     max_length: int = 256,

@@ -13,10 +13,9 @@ from pathlib import Path
 
 from ..modeling.modeling_gemma_encoder import (
     GemmaEncoderForQuestionAnswering,
-    GemmaEncoderForSequenceClassification,
     GemmaEncoderForTokenClassification,
 )
-from .data import GLUE_TASKS, resolve_data_root, get_task, load_glue, subsample, train_validation_split
+from .data import GLUE_TASKS, resolve_data_root
 from .evaluation import results_record, write_results
 from .token_tasks import (
     CONLL_FILES,
@@ -29,7 +28,7 @@ from .token_tasks import (
     load_squad,
     split_by_article,
 )
-from .training import TrainingConfig, finetune_classifier, load_task_model
+from .training import TrainingConfig, load_task_model
 
 # Training subsets are drawn with this fixed seed, independent of the run's seed, so that different budgets and seeds
 # see nested, comparable subsets.
@@ -60,7 +59,7 @@ def finetune_task(
     learning_rate: float | None = None,
     batch_size: int | None = None,
     max_length: int | None = None,
-    attention: str = "bidirectional",
+    attention: str | None = None,
     seed: int = 0,
     device: str | None = None,
     cache_dir: str | Path = "runs/converted",
@@ -70,33 +69,44 @@ def finetune_task(
 
     conll2003: trains on `train.jsonl` (a seeded random subset of `train_examples` sentences), scores entity F1 on the
     shared `validation.jsonl`. squad: splits the shared questions by article (`split_by_article`, seed 0), trains on
-    the training articles, scores EM/F1 on the validation articles. GLUE tasks: the stratified validation split of
-    `train_validation_split`, as `examples/finetune_glue.py`. `data` is the data root or the task's training file.
+    the training articles, scores EM/F1 on the validation articles. GLUE tasks run `harness.glue.run_glue` with the
+    task's recipe (`GLUE_RECIPES`; the flags given here replace its fields), scored on the dev-shaped validation
+    split; the model then goes to `output_dir/model`. `data` is the data root or the task's training file.
     `eval_examples` scores only the first N validation rows (the rows `gemma-encoder evaluate --max-examples N`
     scores for the token tasks).
     """
     task = task.lower()
     output_dir = Path(output_dir)
     root = resolve_data_root(data if data is not None and Path(data).is_dir() else None)
-    if task in RECIPES:
-        recipe = RECIPES[task]
-    elif task in GLUE_TASKS:
-        recipe = None
-    else:
+    if task in GLUE_TASKS:
+        # GLUE tasks run their own recipe (adaptation, pooling, warm-up per task); flags given here replace its fields.
+        from .glue import GLUE_RECIPES, run_glue
+
+        if eval_examples is not None:
+            raise ValueError("eval_examples is for the token tasks; a GLUE task is scored on its whole validation split.")
+        given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                     attention=attention)  # fmt: skip
+        recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
+        return run_glue(
+            task, source, output_dir, train_examples, recipe=recipe, data_root=root, seed=seed, device=device,
+            cache_dir=cache_dir, show_progress_bar=show_progress_bar,
+        )  # fmt: skip
+    if task not in RECIPES:
         raise ValueError(f"Unknown task {task!r}; known: {sorted([*RECIPES, *GLUE_TASKS])}.")
+    recipe = RECIPES[task]
     defaults = TrainingConfig()
     config = TrainingConfig(
         output_dir=output_dir / "checkpoints",
-        epochs=epochs if epochs is not None else (recipe.epochs if recipe else defaults.epochs),
-        batch_size=batch_size or (recipe.batch_size if recipe else defaults.batch_size),
+        epochs=epochs if epochs is not None else recipe.epochs,
+        batch_size=batch_size or recipe.batch_size,
         learning_rate=learning_rate or defaults.learning_rate,
-        max_length=max_length or (recipe.max_length if recipe else defaults.max_length),
+        max_length=max_length or recipe.max_length,
         seed=seed,
         checkpoints=False,
         device=device,
         show_progress_bar=show_progress_bar,
     )
-    overrides = {"attention": attention}
+    overrides = {"attention": attention or "bidirectional"}
 
     if task == "conll2003":
         train_file = Path(data) if data is not None and Path(data).is_file() else root / CONLL_FILES["train"]
@@ -108,7 +118,7 @@ def finetune_task(
         )  # fmt: skip
         result = finetune_ner(model, tokenizer, train, validation, config)
         split, path = "validation", root / CONLL_FILES["validation"]
-    elif task == "squad":
+    else:
         squad_file = Path(data) if data is not None and Path(data).is_file() else root / SQUAD_FILE
         train, validation = split_by_article(load_squad(squad_file), seed=SUBSET_SEED)
         train, validation = _first(train, train_examples), _head(validation, eval_examples)
@@ -117,23 +127,6 @@ def finetune_task(
         )
         result = finetune_qa(model, tokenizer, train, validation, config)
         split, path = f"validation-articles(seed={SUBSET_SEED})", squad_file
-    else:
-        spec = get_task(task)
-        if data is not None and Path(data).is_file():
-            pool = load_glue(dataclasses.replace(spec, file=Path(data).name), Path(data).parent)
-            path = Path(data)
-        else:
-            pool, path = load_glue(spec, root), root / spec.file
-        train, validation = train_validation_split(pool, spec, seed=SUBSET_SEED)
-        train = subsample(train, train_examples, spec, seed=SUBSET_SEED)
-        validation = subsample(validation, eval_examples, spec, seed=SUBSET_SEED)
-        model, tokenizer = load_task_model(
-            GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed, **spec.model_kwargs(),
-            **overrides,
-        )  # fmt: skip
-        result = finetune_classifier(model, tokenizer, spec, train, validation, config)
-        split = f"validation(seed={SUBSET_SEED})"
-
     result.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     record = results_record(
