@@ -888,8 +888,16 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         imported for them alone.
         """
         if os.path.isfile(os.path.join(str(pretrained_model_name_or_path), CONVERSION_RECORD_FILE)):
-            from gemma_encoder_hf.integrations.conversion import load_conversion_record
-
+            # Guarded, so that transformers' import check of remote code (which skips try blocks) does not require the
+            # package from everyone who loads a converted model.
+            try:
+                from gemma_encoder_hf.integrations.conversion import load_conversion_record
+            except ImportError as err:
+                raise ImportError(
+                    f"{pretrained_model_name_or_path} is a conversion record of gemma-encoder-hf (a model fresh from "
+                    "from_decoder): loading it converts the decoder again, which needs that package: "
+                    "pip install gemma-encoder-hf."
+                ) from err
             return load_conversion_record(cls, pretrained_model_name_or_path, *args, **kwargs)
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
