@@ -1,8 +1,17 @@
-"""Numerical parity with transformers' own Gemma, Gemma2 and Gemma3Text models (fp32, padded batches)."""
+"""Numerical parity with transformers' own models (fp32, padded batches): Gemma, Gemma2 and Gemma3Text decoders in
+causal mode, Gemma 3 with use_bidirectional_attention, and the bidirectional encoders of T5Gemma and T5Gemma 2."""
 
 import pytest
 import torch
-from conftest import DECODER_CLASSES, GENERATIONS, make_tiny_decoder, random_batch
+from conftest import (
+    DECODER_CLASSES,
+    ENCODER_SOURCES,
+    GENERATIONS,
+    T5GEMMA2_EOI_TOKEN,
+    encoder_source_class,
+    make_tiny_decoder,
+    random_batch,
+)
 
 from gemma_encoder_hf import GemmaEncoderModel
 
@@ -29,15 +38,68 @@ def _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, **overr
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+def _native_encoder_hidden(checkpoint_dir, kind, implementation, input_ids, attention_mask):
+    # T5Gemma (soft-capping) has no sdpa in transformers; its eager path is the reference for both of ours.
+    if kind == "t5gemma":
+        implementation = "eager"
+    native = encoder_source_class(kind).from_pretrained(
+        checkpoint_dir, dtype=torch.float32, attn_implementation=implementation
+    ).eval()
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        encoder = native.get_encoder()
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+
+
+def _max_diff_per_setting(model, input_ids, attention_mask, expected, settings: dict[str, list]) -> dict:
+    """Max abs difference to `expected` on real positions for each value of each config field in `settings`."""
+    real = attention_mask.bool()
+    diffs = {}
+    for name, values in settings.items():
+        original = getattr(model.config, name)
+        for value in values:
+            setattr(model.config, name, value)
+            with torch.inference_mode():
+                actual = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            diffs[name, value] = float((expected[real] - actual[real]).abs().max())
+        setattr(model.config, name, original)
+    return diffs
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("kind", ENCODER_SOURCES)
+def test_bidirectional_matches_native_encoder_of_encoder_decoders(tiny_decoder_dirs, kind, implementation):
+    """The encoder stack of a T5Gemma / T5Gemma 2 checkpoint gives transformers' own encoder's states, padded or
+    packed; the decoder-derived window rules do not (the encoders were trained with their own windows)."""
+    # Longer (20) than the windows (4 and 6), so the encoders' own sliding windows really cut attention.
+    input_ids, attention_mask = random_batch(128, batch=3, seq=20, seed=2)
+    input_ids[2, 5] = T5GEMMA2_EOI_TOKEN  # T5Gemma 2 embeds it with its own vector; an ordinary token for T5Gemma
+    expected = _native_encoder_hidden(tiny_decoder_dirs[kind], kind, implementation, input_ids, attention_mask)
+    model = GemmaEncoderModel.from_decoder(tiny_decoder_dirs[kind], dtype=torch.float32).eval()
+    model.set_attn_implementation(implementation)
+    assert model.config.bidirectional_window == "native"
+    diffs = _max_diff_per_setting(
+        model, input_ids, attention_mask, expected,
+        {"packed_execution": ["never", "always"], "bidirectional_window": ["split", "full"]},
+    )  # fmt: skip
+    assert diffs["packed_execution", "never"] <= TOLERANCE
+    assert diffs["packed_execution", "always"] <= TOLERANCE
+    assert diffs["bidirectional_window", "split"] > 1e-3
+    assert diffs["bidirectional_window", "full"] > 1e-3
+
+
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("generation", GENERATIONS)
 def test_causal_matches_native_decoder(tiny_decoder_dirs, generation, implementation):
     decoder_dir = tiny_decoder_dirs[generation]
     input_ids, attention_mask = random_batch(128, batch=3, seq=14)
     expected = _native_hidden(decoder_dir, generation, implementation, input_ids, attention_mask)
-    actual = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, attention="causal")
-    real = attention_mask.bool()
-    assert (expected[real] - actual[real]).abs().max() <= TOLERANCE
+    model = GemmaEncoderModel.from_decoder(decoder_dir, dtype=torch.float32, attention="causal").eval()
+    model.set_attn_implementation(implementation)
+    diffs = _max_diff_per_setting(
+        model, input_ids, attention_mask, expected, {"packed_execution": ["never", "always"]}
+    )
+    assert max(diffs.values()) <= TOLERANCE, diffs
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])

@@ -17,13 +17,39 @@ from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_DECODER_TYPES = ("gemma", "gemma2", "gemma3_text", "gemma3")
+# Checkpoint model_type -> what from_decoder takes from it (also the text of the "unsupported" error).
+SUPPORTED_SOURCES = {
+    "gemma": "Gemma 1 decoder",
+    "gemma2": "Gemma 2 decoder",
+    "gemma3_text": "Gemma 3 text decoder (also EmbeddingGemma's bidirectional Gemma 3)",
+    "gemma3": "Gemma 3 multimodal checkpoint (its text decoder)",
+    "t5gemma": "T5Gemma encoder-decoder (its bidirectional encoder; decoder weights dropped)",
+    "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
+}
+SUPPORTED_DECODER_TYPES = tuple(SUPPORTED_SOURCES)
 
-# Gemma 3 multimodal checkpoints keep the text decoder under a prefix (transformers 5 and older layouts); the
-# vision tower's keys map to nothing and are dropped as unexpected keys.
-_KEY_MAPPING = {
-    r"^model\.language_model\.": "model.",
-    r"^language_model\.model\.": "model.",
+# Where each kind of checkpoint keeps the stack the encoder takes, renamed onto the encoder's (= Gemma decoder's) names.
+# Keys that map to nothing (vision towers, T5Gemma decoders and LM heads) are dropped as unexpected keys.
+_KEY_MAPPINGS = {
+    # Gemma 3 multimodal checkpoints keep the text decoder under a prefix (transformers 5 and older layouts).
+    "gemma3": {
+        r"^model\.language_model\.": "model.",
+        r"^language_model\.model\.": "model.",
+    },
+    # T5GemmaForConditionalGeneration saves `model.encoder.*`; T5GemmaModel / T5GemmaEncoderModel save `encoder.*`.
+    # Its encoder layers name their attention norms `pre_/post_self_attn_layernorm`.
+    "t5gemma": {
+        r"^(?:model\.)?encoder\.": "model.",
+        r"\.pre_self_attn_layernorm\.": ".input_layernorm.",
+        r"\.post_self_attn_layernorm\.": ".post_attention_layernorm.",
+    },
+    # T5Gemma 2 saves its text encoder as `model.encoder.*` (transformers loads it as `model.encoder.text_model.*`);
+    # the vision tower and projector beside it are dropped.
+    "t5gemma2": {
+        r"^(?:model\.)?encoder\.(?:text_model\.)?": "model.",
+        r"\.pre_self_attn_layernorm\.": ".input_layernorm.",
+        r"\.post_self_attn_layernorm\.": ".post_attention_layernorm.",
+    },
 }
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
@@ -77,17 +103,34 @@ def _rope_base(rope_parameters: dict | None, layer_type: str | None, default: fl
     return float(params.get("rope_theta", default)), factor
 
 
-def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -> GemmaEncoderConfig:
-    """Map a Gemma 1/2/3 decoder config onto a GemmaEncoderConfig; `overrides` set encoder knobs (or any field)."""
-    model_type = decoder_config.model_type
-    if model_type not in SUPPORTED_DECODER_TYPES:
-        raise ValueError(
-            f"Unsupported decoder model_type {model_type!r}: GemmaEncoder converts {list(SUPPORTED_DECODER_TYPES)}."
-        )
+def _unsupported(model_type: str) -> ValueError:
+    supported = "; ".join(f"{name!r} ({what})" for name, what in SUPPORTED_SOURCES.items())
+    return ValueError(
+        f"Unsupported decoder model_type {model_type!r}: GemmaEncoder converts these checkpoint types: {supported}."
+    )
+
+
+def _text_stack_config(source_config: PreTrainedConfig) -> tuple[PreTrainedConfig, str]:
+    """(config of the stack the encoder takes, its layer family: "gemma", "gemma2" or "gemma3")."""
+    model_type = source_config.model_type
+    if model_type not in SUPPORTED_SOURCES:
+        raise _unsupported(model_type)
     if model_type == "gemma3":
-        decoder_config = decoder_config.get_text_config()
-        model_type = decoder_config.model_type
-    c = decoder_config
+        return source_config.get_text_config(), "gemma3"
+    if model_type == "t5gemma":
+        # The encoder stack is a Gemma 2 stack (sandwich norms, soft-capping, one RoPE base), bidirectional.
+        return source_config.encoder, "gemma2"
+    if model_type == "t5gemma2":
+        # A Gemma 3 stack (qk-norm, RoPE base per layer type) under the multimodal encoder config.
+        return source_config.encoder.text_config, "gemma3"
+    return source_config, {"gemma3_text": "gemma3"}.get(model_type, model_type)
+
+
+def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -> GemmaEncoderConfig:
+    """Map a supported checkpoint config (see SUPPORTED_SOURCES) onto a GemmaEncoderConfig; `overrides` set encoder
+    knobs (or any field)."""
+    source_type = decoder_config.model_type
+    c, family = _text_stack_config(decoder_config)
     fields = dict(
         vocab_size=c.vocab_size,
         hidden_size=c.hidden_size,
@@ -104,9 +147,9 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         bos_token_id=c.bos_token_id,
         eos_token_id=c.eos_token_id,
         tie_word_embeddings=c.tie_word_embeddings,
-        decoder_model_type=model_type,
+        decoder_model_type="gemma3_text" if source_type == "gemma3" else source_type,
     )
-    if model_type == "gemma":
+    if family == "gemma":
         rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
         fields.update(
             hidden_activation=c.hidden_act,
@@ -122,7 +165,7 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         )
     else:
         sliding_window = c.sliding_window
-        if getattr(c, "use_bidirectional_attention", False) and model_type == "gemma3_text":
+        if getattr(c, "use_bidirectional_attention", False) and c.model_type == "gemma3_text":
             # Gemma3TextConfig stores (window // 2) + 1 once built with this flag; recover the decoder's window.
             sliding_window = (sliding_window - 1) * 2
         fields.update(
@@ -134,7 +177,7 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
             sliding_window=sliding_window,
             layer_types=list(c.layer_types),
         )
-        if model_type == "gemma2":
+        if family == "gemma2":
             rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
             fields.update(use_qk_norm=False, rope_theta=rope_theta, rope_local_base_freq=None)
         else:
@@ -145,8 +188,27 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
             fields.update(
                 use_qk_norm=True, rope_theta=rope_theta, rope_local_base_freq=local_theta, rope_scaling_factor=factor
             )
+    fields.update(_encoder_checkpoint_fields(decoder_config, sliding_window=fields["sliding_window"]))
     fields.update(overrides)
     return GemmaEncoderConfig(**fields)
+
+
+def _encoder_checkpoint_fields(source_config: PreTrainedConfig, sliding_window: int | None) -> dict:
+    """Fields of checkpoints whose stack is already a bidirectional encoder: keep the window it was trained with.
+
+    transformers masks T5Gemma's encoder sliding layers with |i - j| <= window (`create_bidirectional_sliding_window_
+    mask`) and T5Gemma 2's with (window + 1) // 2 - 1 tokens before and window // 2 after (its
+    `sliding_window_mask_function(is_causal=False)`); neither is one of the decoder-derived windows.
+    """
+    if source_config.model_type == "t5gemma":
+        return dict(bidirectional_window="native", native_bidirectional_window=[sliding_window, sliding_window])
+    if source_config.model_type == "t5gemma2":
+        return dict(
+            bidirectional_window="native",
+            native_bidirectional_window=[(sliding_window + 1) // 2 - 1, sliding_window // 2],
+            eoi_token_index=source_config.eoi_token_index,
+        )
+    return {}
 
 
 def load_decoder_config(source: str | os.PathLike, **hub_kwargs) -> PreTrainedConfig:
@@ -159,7 +221,7 @@ def _check_loaded(model, missing_keys: list[str], source) -> None:
     if missing_backbone:
         raise ValueError(
             f"{source} lacks {len(missing_backbone)} backbone weights of a Gemma decoder (e.g. {missing_backbone[:3]}); "
-            "it is not a complete Gemma 1/2/3 text checkpoint."
+            "it is not a complete checkpoint of a supported type."
         )
 
 
@@ -184,8 +246,9 @@ def from_decoder(cls, source: str | os.PathLike, *, dtype: torch.dtype | str | N
     config.name_or_path = str(source)
 
     if gguf_file is None:
+        key_mapping = _KEY_MAPPINGS.get(decoder_config.model_type)
         model, info = cls.from_pretrained(
-            location, config=config, key_mapping=_KEY_MAPPING, dtype=dtype, output_loading_info=True, **hub_kwargs
+            location, config=config, key_mapping=key_mapping, dtype=dtype, output_loading_info=True, **hub_kwargs
         )
         _check_loaded(model, info["missing_keys"], source)
         return model

@@ -7,7 +7,7 @@ This file is shipped verbatim to Hub repositories for `trust_remote_code`: it im
 from transformers import PreTrainedConfig
 
 ATTENTION_TYPES = ("bidirectional", "causal")
-BIDIRECTIONAL_WINDOWS = ("split", "full", "global")
+BIDIRECTIONAL_WINDOWS = ("split", "full", "global", "native")
 POOLING_TYPES = ("mean", "first", "last", "attention")
 ATTENTION_POOLING_PROBES = ("query", "kv")
 RANKING_LOSSES = ("pointwise", "pairwise", "listwise")
@@ -70,8 +70,15 @@ class GemmaEncoderConfig(PreTrainedConfig):
             use 8.0); 1.0 means none.
         pad_token_id, bos_token_id, eos_token_id (`int`): special token ids of the Gemma tokenizer.
         tie_word_embeddings (`bool`): the masked-LM head reuses the input embedding, as Gemma's LM head does.
-        decoder_model_type (`str`, *optional*): model_type of the decoder this encoder was converted from
-            (`"gemma"`, `"gemma2"`, `"gemma3_text"`); informational, used by model cards.
+        decoder_model_type (`str`, *optional*): model_type of the checkpoint this encoder was converted from
+            (`"gemma"`, `"gemma2"`, `"gemma3_text"`, `"t5gemma"`, `"t5gemma2"`); informational, used by model cards.
+        native_bidirectional_window (`list[int]`, *optional*): `[left, right]`: how many tokens before and after
+            itself a query on a sliding layer sees when the checkpoint is an encoder trained bidirectionally with its
+            own window (T5Gemma: `[sliding_window, sliding_window]`; T5Gemma 2: `[(sliding_window + 1) // 2 - 1,
+            sliding_window // 2]`, as transformers' encoders mask them). Used when `bidirectional_window="native"`.
+        eoi_token_index (`int`, *optional*): T5Gemma 2's end-of-image token, whose input embedding is the separate,
+            unscaled vector `embed_tokens.eoi_embedding` instead of its row of the embedding matrix; None for
+            checkpoints without one.
 
     Encoder knobs:
         attention (`str`): `"bidirectional"` (default): every token sees every other token; `"causal"`: the decoder's
@@ -79,7 +86,9 @@ class GemmaEncoderConfig(PreTrainedConfig):
         bidirectional_window (`str`): how sliding-window layers look in bidirectional mode. `"split"` (default): a
             token sees `sliding_window // 2` tokens on each side, the same span as the decoder's causal window and
             the same mask as transformers' Gemma 3 `use_bidirectional_attention=True`; `"full"`: `sliding_window - 1`
-            tokens on each side; `"global"`: sliding layers attend to the whole sequence.
+            tokens on each side; `"global"`: sliding layers attend to the whole sequence; `"native"`: the window a
+            bidirectional encoder checkpoint was trained with (`native_bidirectional_window`; the default of encoders
+            converted from T5Gemma / T5Gemma 2).
         pooling (`str`): how token states become one vector: `"mean"` over real tokens (default), `"first"` (mean of
             the first `pooling_k` real tokens), `"last"` (mean of the last `pooling_k` real tokens), or `"attention"`
             (learned attention pooling, see `attention_pooling_probe`).
@@ -158,6 +167,8 @@ class GemmaEncoderConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = 1
     tie_word_embeddings: bool = True
     decoder_model_type: str | None = None
+    native_bidirectional_window: list[int] | None = None
+    eoi_token_index: int | None = None
 
     # Encoder knobs
     attention: str = "bidirectional"
@@ -200,6 +211,16 @@ class GemmaEncoderConfig(PreTrainedConfig):
             )
         if "sliding_attention" in self.layer_types:
             _check_range("sliding_window", self.sliding_window, 1)
+        if self.bidirectional_window == "native":
+            span = self.native_bidirectional_window
+            if not isinstance(span, (list, tuple)) or len(span) != 2:
+                raise ValueError(
+                    "GemmaEncoderConfig.bidirectional_window='native' needs native_bidirectional_window=[left, right] "
+                    f"(got {span!r}); it is set when converting a T5Gemma / T5Gemma 2 encoder. Use 'split', 'full' or "
+                    "'global' for other checkpoints."
+                )
+            for side, value in zip(("left", "right"), span):
+                _check_range(f"native_bidirectional_window ({side})", value, 0)
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
         _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)

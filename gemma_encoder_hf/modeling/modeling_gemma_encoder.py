@@ -43,12 +43,23 @@ class GemmaEncoderScaledEmbedding(nn.Embedding):
     """Token embedding multiplied by sqrt(hidden_size), as every Gemma generation does.
 
     The scale is cast to the weight dtype before multiplying (in bf16 sqrt(640) becomes 25.25, not 25.298): that is
-    what the decoders were trained with, so we keep it.
+    what the decoders were trained with, so we keep it. With `eoi_token_index` (T5Gemma 2) that token's embedding is
+    the separate, unscaled `eoi_embedding` vector, as in the checkpoint it comes from.
     """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, eoi_token_index: int | None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx)
+        self.eoi_token_index = eoi_token_index
+        if eoi_token_index is not None:
+            self.eoi_embedding = nn.Parameter(torch.zeros(embedding_dim))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         scale = torch.tensor(self.embedding_dim**0.5, dtype=self.weight.dtype, device=self.weight.device)
-        return super().forward(input_ids) * scale
+        embeddings = super().forward(input_ids) * scale
+        if self.eoi_token_index is None:
+            return embeddings
+        is_eoi = (input_ids == self.eoi_token_index).unsqueeze(-1)
+        return torch.where(is_eoi, self.eoi_embedding.to(embeddings.dtype), embeddings)
 
 
 def _records_grad(*tensors: torch.Tensor) -> bool:
@@ -327,6 +338,9 @@ def build_attention_masks(
             structure["sliding_attention"] = distance.abs() <= window // 2
         elif config.bidirectional_window == "full":
             structure["sliding_attention"] = distance.abs() < window
+        elif config.bidirectional_window == "native":
+            left, right = config.native_bidirectional_window
+            structure["sliding_attention"] = (distance <= left) & (-distance <= right)
         else:
             structure["sliding_attention"] = None
 
@@ -447,6 +461,9 @@ def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, 
         return (window // 2, window // 2)
     if config.bidirectional_window == "full":
         return (window - 1, window - 1)
+    if config.bidirectional_window == "native":
+        left, right = config.native_bidirectional_window
+        return (left, right)
     return (-1, -1)
 
 
@@ -787,6 +804,8 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, GemmaEncoderRMSNorm):
             module.weight.zero_()
+        elif isinstance(module, GemmaEncoderScaledEmbedding) and module.eoi_token_index is not None:
+            module.eoi_embedding.zero_()
         elif isinstance(module, GemmaEncoderQueryProbePooler):
             module.probes.normal_(0.0, std)
         elif isinstance(module, GemmaEncoderKVProbePooler):
@@ -803,6 +822,9 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         `trust_remote_code=True` and saved again (Trainer checkpoints, `push_to_hub`) keeps it too.
         """
         self.config.auto_map = hub_auto_map(type(self))
+        # transformers saves "in the original format" by undoing the `key_mapping` a model was loaded with. A model
+        # converted from a T5Gemma or multimodal checkpoint was loaded with one, but its format is the encoder's own.
+        kwargs.setdefault("save_original_format", False)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
@@ -885,7 +907,9 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
 
     def __init__(self, config: GemmaEncoderConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embed_tokens = GemmaEncoderScaledEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_tokens = GemmaEncoderScaledEmbedding(
+            config.vocab_size, config.hidden_size, config.pad_token_id, config.eoi_token_index
+        )
         self.layers = nn.ModuleList(GemmaEncoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.pooler = build_pooler(config) if add_pooling_layer else None
