@@ -5,13 +5,17 @@ Owns: reading a Gemma 1/2/3 decoder's config and weights, mapping them onto a Ge
 tokenizer (pair template, length limit). It does not touch the modeling code beyond constructing/loading models.
 """
 
+import json
 import logging
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 
@@ -225,6 +229,138 @@ def _check_loaded(model, missing_keys: list[str], source) -> None:
         )
 
 
+_HUB_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
+
+
+def _pop_hub_kwargs(overrides: dict) -> dict:
+    """Remove and return the Hub download options among `overrides`."""
+    return {k: overrides.pop(k) for k in list(overrides) if k in _HUB_KEYS}
+
+
+# sentence-transformers pooling modes -> the GemmaEncoder pooling computing the same vector.
+_ST_POOLINGS = {
+    "mean": {"pooling": "mean"},
+    "cls": {"pooling": "first", "pooling_k": 1},
+    "lasttoken": {"pooling": "last", "pooling_k": 1},
+}
+
+
+@dataclass
+class SentenceTransformersModules:
+    """What a sentence-transformers folder (EmbeddingGemma and alike) adds around the checkpoint at its root.
+
+    `pooling` holds the GemmaEncoderConfig fields equal to its Pooling module; `after_pooling` the modules.json
+    entries of the modules that follow it (Dense projections, Normalize), carried into a converted folder as they are.
+    """
+
+    location: str
+    pooling: dict
+    after_pooling: list[dict]
+    max_seq_length: int | None
+
+
+def _hub_file(location: str, filename: str, **hub_kwargs) -> str | None:
+    """Local path of `filename` in a checkpoint folder or Hub repo, or None when it has none."""
+    return cached_file(
+        location,
+        filename,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+
+
+def read_sentence_transformers_modules(location: str, **hub_kwargs) -> SentenceTransformersModules | None:
+    """The sentence-transformers modules of a checkpoint saved as a SentenceTransformer, None for plain checkpoints.
+
+    Supported: the checkpoint itself as module 0 (a Transformer at the folder root), then a Pooling module whose mode
+    has a GemmaEncoder equivalent, then any modules working on the pooled vector (Dense, Normalize, ...).
+    """
+    modules_file = _hub_file(location, "modules.json", **hub_kwargs)
+    if modules_file is None:
+        return None
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError as err:
+        raise ImportError(
+            f"{location} is a sentence-transformers folder (modules.json); reading its Pooling and projection modules "
+            "needs sentence-transformers: pip install 'gemma-encoder-hf[train]'."
+        ) from err
+    modules = json.loads(Path(modules_file).read_text(encoding="utf-8"))
+    types = [entry["type"].rsplit(".", 1)[-1] for entry in modules]
+    if len(modules) < 2 or types[0] != "Transformer" or modules[0]["path"] != "" or types[1] != "Pooling":
+        raise ValueError(
+            f"{location} is a sentence-transformers folder with modules {types}; converting one needs the checkpoint "
+            "as a Transformer module at the folder root followed by a Pooling module (as EmbeddingGemma's)."
+        )
+    pooling_config = Pooling.load_config(
+        location,
+        subfolder=modules[1]["path"],
+        token=hub_kwargs.get("token"),
+        cache_folder=hub_kwargs.get("cache_dir"),
+        revision=hub_kwargs.get("revision"),
+        local_files_only=hub_kwargs.get("local_files_only", False),
+    )
+    mode = pooling_config.get("pooling_mode", "mean")
+    mode = mode[0] if isinstance(mode, (list, tuple)) and len(mode) == 1 else mode
+    if not isinstance(mode, str) or mode not in _ST_POOLINGS:
+        raise ValueError(
+            f"The Pooling module of {location} uses pooling_mode={mode!r}, which GemmaEncoder cannot compute; "
+            f"supported: {list(_ST_POOLINGS)}."
+        )
+    if not pooling_config.get("include_prompt", True):
+        raise ValueError(
+            f"The Pooling module of {location} excludes prompt tokens (include_prompt=False); GemmaEncoder's poolers "
+            "pool every real token, so the converted embeddings would differ."
+        )
+    transformer_file = _hub_file(location, "sentence_bert_config.json", **hub_kwargs)
+    transformer_config = json.loads(Path(transformer_file).read_text(encoding="utf-8")) if transformer_file else {}
+    return SentenceTransformersModules(
+        location=location,
+        pooling=_ST_POOLINGS[mode],
+        after_pooling=modules[2:],
+        max_seq_length=transformer_config.get("max_seq_length"),
+    )
+
+
+def _module_folder(location: str, path: str, **hub_kwargs) -> Path:
+    """A module folder of a local checkpoint, or of a Hub repo (downloaded)."""
+    if Path(location).is_dir():
+        return Path(location) / path
+    from huggingface_hub import snapshot_download
+
+    options = {k: v for k, v in hub_kwargs.items() if k != "subfolder"}
+    return Path(snapshot_download(location, allow_patterns=[f"{path}/*"], **options)) / path
+
+
+def carry_sentence_transformers_modules(
+    st_modules: SentenceTransformersModules, output_dir: Path, **hub_kwargs
+) -> None:
+    """Append the source's post-pooling modules (Dense projections, Normalize) to a converted encoder's
+    sentence-transformers pipeline, with its prompts and similarity function, so SentenceTransformer(output_dir)
+    computes the source's embeddings: the encoder's `pooler_output` stands in for Transformer + Pooling."""
+    modules_path = output_dir / "modules.json"
+    modules = json.loads(modules_path.read_text(encoding="utf-8"))
+    for entry in st_modules.after_pooling:
+        idx = len(modules)
+        path = f"{idx}_{entry['type'].rsplit('.', 1)[-1]}"
+        source_folder = _module_folder(st_modules.location, entry["path"], **hub_kwargs)
+        if source_folder.is_dir():
+            shutil.copytree(source_folder, output_dir / path, dirs_exist_ok=True)
+        else:
+            (output_dir / path).mkdir()  # modules without files (Normalize) may have no folder at all
+        modules.append({**entry, "idx": idx, "name": str(idx), "path": path})
+    modules_path.write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    if st_modules.max_seq_length is not None:
+        bert_config_path = output_dir / "sentence_bert_config.json"
+        bert_config = json.loads(bert_config_path.read_text(encoding="utf-8"))
+        bert_config["max_seq_length"] = st_modules.max_seq_length
+        bert_config_path.write_text(json.dumps(bert_config, indent=2) + "\n", encoding="utf-8")
+    st_config = _hub_file(st_modules.location, "config_sentence_transformers.json", **hub_kwargs)
+    if st_config is not None:  # prompts (query / document) and the similarity function
+        shutil.copyfile(st_config, output_dir / "config_sentence_transformers.json")
+
+
 def from_decoder(cls, source: str | os.PathLike, *, dtype: torch.dtype | str | None = None, **overrides):
     """Build `cls` (any GemmaEncoder model class) from a Gemma decoder checkpoint.
 
@@ -238,10 +374,13 @@ def from_decoder(cls, source: str | os.PathLike, *, dtype: torch.dtype | str | N
     The backbone weights are the decoder's, unchanged; the pooler and head are freshly initialised. The result is
     an ordinary transformers model: `save_pretrained` writes safetensors and `from_pretrained` reloads it.
     """
-    hub_keys = {"revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder"}
-    hub_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in hub_keys}
+    hub_kwargs = _pop_hub_kwargs(overrides)
     location, gguf_file = resolve_source(source)
     decoder_config = AutoConfig.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
+    st_modules = None if gguf_file else read_sentence_transformers_modules(location, **hub_kwargs)
+    if st_modules is not None:
+        # The folder's own Pooling module decides the pooled vector, unless the caller chose another pooling.
+        overrides = {**st_modules.pooling, **overrides}
     config = encoder_config_from_decoder(decoder_config, **overrides)
     config.name_or_path = str(source)
 
@@ -298,7 +437,9 @@ def load_decoder_tokenizer(source: str | os.PathLike, max_length: int, **hub_kwa
 def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: str = "base", **overrides) -> Path:
     """Write a ready-to-use encoder folder (config, safetensors weights, tokenizer) converted from `source`.
 
-    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking" or "masked-lm".
+    `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking" or "masked-lm". A base encoder
+    converted from a sentence-transformers folder (EmbeddingGemma) keeps the folder's projection modules (Dense,
+    Normalize) and prompts in its own sentence-transformers pipeline.
     """
     from ..modeling.modeling_gemma_encoder import (
         GemmaEncoderForMaskedLM,
@@ -315,10 +456,15 @@ def convert(source: str | os.PathLike, output_dir: str | os.PathLike, *, task: s
     }
     if task not in classes:
         raise ValueError(f"task={task!r} is not supported; allowed values: {list(classes)}.")
-    model = from_decoder(classes[task], source, **overrides)
-    tokenizer = load_decoder_tokenizer(source, model.config.max_position_embeddings)
+    hub_kwargs = _pop_hub_kwargs(overrides)
+    model = from_decoder(classes[task], source, **overrides, **hub_kwargs)
+    tokenizer = load_decoder_tokenizer(source, model.config.max_position_embeddings, **hub_kwargs)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    location, gguf_file = resolve_source(source)
+    st_modules = None if gguf_file else read_sentence_transformers_modules(location, **hub_kwargs)
+    if st_modules is not None and task == "base":
+        carry_sentence_transformers_modules(st_modules, output_dir, **hub_kwargs)
     logger.info("wrote %s encoder converted from %s to %s", task, source, output_dir)
     return output_dir
