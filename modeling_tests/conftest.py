@@ -18,6 +18,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    Gemma4ForCausalLM,
+    Gemma4TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
 )
@@ -25,7 +27,7 @@ from transformers import (
 import gemma_encoder_hf
 from gemma_encoder_hf.integrations import conversion
 
-GENERATIONS = ("gemma", "gemma2", "gemma3")
+GENERATIONS = ("gemma", "gemma2", "gemma3", "gemma4")
 
 TINY_COMMON = dict(
     vocab_size=128,
@@ -57,6 +59,21 @@ def tiny_decoder_config(generation: str, **overrides):
             },
         )
         return Gemma3TextConfig(**{**TINY_COMMON, **defaults, **overrides})
+    if generation == "gemma4":
+        # Every dense Gemma 4 feature at once: per-layer inputs, the last two layers reusing the keys/values of layers
+        # 0 and 1 (with double-wide MLPs), k = v projections and wider heads on full layers (proportional RoPE).
+        defaults = dict(
+            sliding_window=6,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            global_head_dim=32,
+            num_global_key_value_heads=1,
+            attention_k_eq_v=True,
+            num_kv_shared_layers=2,
+            use_double_wide_mlp=True,
+            hidden_size_per_layer_input=8,
+            vocab_size_per_layer_input=128,
+        )
+        return Gemma4TextConfig(**{**TINY_COMMON, **defaults, **overrides})
     raise ValueError(generation)
 
 
@@ -80,17 +97,26 @@ def tiny_encoder_config(**overrides) -> "gemma_encoder_hf.GemmaEncoderConfig":
     return gemma_encoder_hf.GemmaEncoderConfig(**{**fields, **overrides})
 
 
-DECODER_CLASSES = {"gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3": Gemma3ForCausalLM}
+DECODER_CLASSES = {
+    "gemma": GemmaForCausalLM,
+    "gemma2": Gemma2ForCausalLM,
+    "gemma3": Gemma3ForCausalLM,
+    "gemma4": Gemma4ForCausalLM,
+}
 
 
 def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -> Path:
-    """Save a random tiny decoder whose norm weights are random too (zeros would hide norm bugs)."""
+    """Save a random tiny decoder whose norm weights (and Gemma 4's layer scalars) are random too: their initial
+    values would hide bugs in how they are applied."""
     torch.manual_seed(seed)
     decoder = DECODER_CLASSES[generation](tiny_decoder_config(generation, **overrides))
     with torch.no_grad():
         for name, param in decoder.named_parameters():
             if "norm" in name:
                 param.normal_(0.0, 0.5)
+        for name, buffer in decoder.named_buffers():
+            if name.endswith("layer_scalar"):
+                buffer.uniform_(0.5, 1.5)
     decoder.save_pretrained(path)
     return path
 

@@ -1,5 +1,6 @@
-"""Numerical parity with transformers' own models (fp32, padded batches): Gemma, Gemma2 and Gemma3Text decoders in
-causal mode, Gemma 3 with use_bidirectional_attention, and the bidirectional encoders of T5Gemma and T5Gemma 2."""
+"""Numerical parity with transformers' own models (fp32, padded batches): Gemma, Gemma2, Gemma3Text and Gemma4Text
+decoders in causal mode, Gemma 3 / Gemma 4 with use_bidirectional_attention, and the bidirectional encoders of T5Gemma
+and T5Gemma 2."""
 
 import pytest
 import torch
@@ -103,18 +104,25 @@ def test_causal_matches_native_decoder(tiny_decoder_dirs, generation, implementa
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-def test_bidirectional_matches_gemma3_use_bidirectional_attention(tmp_path, implementation):
+@pytest.mark.parametrize(("generation", "flag"), [("gemma3", True), ("gemma4", "all")])
+def test_bidirectional_matches_native_use_bidirectional_attention(tmp_path, generation, flag, implementation):
+    """Gemma 3 with use_bidirectional_attention=True and Gemma 4 with "all" (EmbeddingGemma's layout), padded or
+    packed. transformers gives Gemma 4's bidirectional sliding layers one token more per side than Gemma 3's; the
+    conversion reads that from the flag (`bidirectional_window="native"`)."""
     # Long enough (20 > window 6) that the sliding-window layers really cut attention.
-    decoder_dir = make_tiny_decoder("gemma3", tmp_path / "bidir", use_bidirectional_attention=True)
+    decoder_dir = make_tiny_decoder(generation, tmp_path / "bidir", use_bidirectional_attention=flag)
     input_ids, attention_mask = random_batch(128, batch=3, seq=20, seed=1)
-    expected = _native_hidden(decoder_dir, "gemma3", implementation, input_ids, attention_mask)
-    actual = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask)
-    real = attention_mask.bool()
-    assert (expected[real] - actual[real]).abs().max() <= TOLERANCE
-
+    expected = _native_hidden(decoder_dir, generation, implementation, input_ids, attention_mask)
+    model = GemmaEncoderModel.from_decoder(decoder_dir, dtype=torch.float32).eval()
+    model.set_attn_implementation(implementation)
+    diffs = _max_diff_per_setting(
+        model, input_ids, attention_mask, expected,
+        {"packed_execution": ["never", "always"], "bidirectional_window": ["global"]},
+    )  # fmt: skip
+    assert diffs["packed_execution", "never"] <= TOLERANCE
+    assert diffs["packed_execution", "always"] <= TOLERANCE
     # The window matters: the same model without sliding windows gives different states.
-    no_window = _ours_hidden(decoder_dir, implementation, input_ids, attention_mask, bidirectional_window="global")
-    assert (no_window[real] - actual[real]).abs().max() > 1e-3
+    assert diffs["bidirectional_window", "global"] > 1e-3
 
 
 def test_bidirectional_window_recovers_the_decoder_window(tmp_path):

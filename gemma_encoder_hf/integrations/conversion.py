@@ -27,6 +27,8 @@ SUPPORTED_SOURCES = {
     "gemma2": "Gemma 2 decoder",
     "gemma3_text": "Gemma 3 text decoder (also EmbeddingGemma's bidirectional Gemma 3)",
     "gemma3": "Gemma 3 multimodal checkpoint (its text decoder)",
+    "gemma4_text": "Gemma 4 text decoder (dense)",
+    "gemma4": "Gemma 4 multimodal checkpoint (its dense text decoder)",
     "t5gemma": "T5Gemma encoder-decoder (its bidirectional encoder; decoder weights dropped)",
     "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
 }
@@ -40,6 +42,7 @@ _KEY_MAPPINGS = {
         r"^model\.language_model\.": "model.",
         r"^language_model\.model\.": "model.",
     },
+    "gemma4": {r"^model\.language_model\.": "model."},
     # T5GemmaForConditionalGeneration saves `model.encoder.*`; T5GemmaModel / T5GemmaEncoderModel save `encoder.*`.
     # Its encoder layers name their attention norms `pre_/post_self_attn_layernorm`.
     "t5gemma": {
@@ -101,9 +104,12 @@ def _rope_base(rope_parameters: dict | None, layer_type: str | None, default: fl
     if layer_type is not None and layer_type in params:
         params = params[layer_type] or {}
     rope_type = params.get("rope_type", "default")
-    if rope_type not in ("default", "linear"):
-        raise ValueError(f"RoPE type {rope_type!r} is not supported; GemmaEncoder handles 'default' and 'linear'.")
-    factor = float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+    if rope_type not in ("default", "linear", "proportional"):
+        raise ValueError(
+            f"RoPE type {rope_type!r} is not supported; GemmaEncoder handles 'default', 'linear' and 'proportional'."
+        )
+    # Proportional RoPE (Gemma 4) divides its frequencies by `factor` too; its partial rotation is read separately.
+    factor = float(params.get("factor", 1.0)) if rope_type != "default" else 1.0
     return float(params.get("rope_theta", default)), factor
 
 
@@ -119,15 +125,26 @@ def _text_stack_config(source_config: PreTrainedConfig) -> tuple[PreTrainedConfi
     model_type = source_config.model_type
     if model_type not in SUPPORTED_SOURCES:
         raise _unsupported(model_type)
-    if model_type == "gemma3":
-        return source_config.get_text_config(), "gemma3"
+    if model_type in ("gemma3", "gemma4"):
+        text_config = source_config.get_text_config()
+        return text_config, text_config.model_type.removesuffix("_text")
     if model_type == "t5gemma":
         # The encoder stack is a Gemma 2 stack (sandwich norms, soft-capping, one RoPE base), bidirectional.
         return source_config.encoder, "gemma2"
     if model_type == "t5gemma2":
         # A Gemma 3 stack (qk-norm, RoPE base per layer type) under the multimodal encoder config.
         return source_config.encoder.text_config, "gemma3"
-    return source_config, {"gemma3_text": "gemma3"}.get(model_type, model_type)
+    return source_config, model_type.removesuffix("_text")
+
+
+def _base_layer_attribute(c: PreTrainedConfig, name: str):
+    """An attention attribute of the sliding (or only) layers. Gemma 4 configs vary them per layer and refuse the
+    global attribute as ambiguous; their full-attention values are read in `_gemma4_fields`."""
+    if "per_layer_config" not in c.to_dict():
+        return getattr(c, name)
+    layer_types = list(c.layer_types)
+    base_layer = layer_types.index("sliding_attention") if "sliding_attention" in layer_types else 0
+    return getattr(c.per_layer_config[base_layer], name)
 
 
 def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -> GemmaEncoderConfig:
@@ -141,8 +158,8 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         intermediate_size=c.intermediate_size,
         num_hidden_layers=c.num_hidden_layers,
         num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads,
-        head_dim=c.head_dim,
+        num_key_value_heads=_base_layer_attribute(c, "num_key_value_heads"),
+        head_dim=_base_layer_attribute(c, "head_dim"),
         max_position_embeddings=c.max_position_embeddings,
         rms_norm_eps=c.rms_norm_eps,
         initializer_range=c.initializer_range,
@@ -151,7 +168,7 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         bos_token_id=c.bos_token_id,
         eos_token_id=c.eos_token_id,
         tie_word_embeddings=c.tie_word_embeddings,
-        decoder_model_type="gemma3_text" if source_type == "gemma3" else source_type,
+        decoder_model_type=c.model_type if source_type in ("gemma3", "gemma4") else source_type,
     )
     if family == "gemma":
         rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
@@ -169,19 +186,22 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         )
     else:
         sliding_window = c.sliding_window
-        if getattr(c, "use_bidirectional_attention", False) and c.model_type == "gemma3_text":
+        if getattr(c, "use_bidirectional_attention", False) in (True, "all"):
             # Gemma3TextConfig stores (window // 2) + 1 once built with this flag; recover the decoder's window.
             sliding_window = (sliding_window - 1) * 2
         fields.update(
             hidden_activation=c.hidden_activation,
-            query_pre_attn_scalar=c.query_pre_attn_scalar,
-            attn_logit_softcapping=c.attn_logit_softcapping,
+            # Gemma 4 has neither (see _gemma4_fields).
+            query_pre_attn_scalar=getattr(c, "query_pre_attn_scalar", None),
+            attn_logit_softcapping=getattr(c, "attn_logit_softcapping", None),
             final_logit_softcapping=c.final_logit_softcapping,
             use_sandwich_norms=True,
             sliding_window=sliding_window,
             layer_types=list(c.layer_types),
         )
-        if family == "gemma2":
+        if family == "gemma4":
+            fields.update(_gemma4_fields(c))
+        elif family == "gemma2":
             rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
             fields.update(use_qk_norm=False, rope_theta=rope_theta, rope_local_base_freq=None)
         else:
@@ -192,18 +212,62 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
             fields.update(
                 use_qk_norm=True, rope_theta=rope_theta, rope_local_base_freq=local_theta, rope_scaling_factor=factor
             )
-    fields.update(_encoder_checkpoint_fields(decoder_config, sliding_window=fields["sliding_window"]))
+    fields.update(_encoder_checkpoint_fields(decoder_config, c, sliding_window=fields["sliding_window"]))
     fields.update(overrides)
     return GemmaEncoderConfig(**fields)
 
 
-def _encoder_checkpoint_fields(source_config: PreTrainedConfig, sliding_window: int | None) -> dict:
+def _gemma4_fields(c: PreTrainedConfig) -> dict:
+    """Gemma 4 text: Gemma 3's layout plus per-layer embeddings, key/value sharing, k = v projections on full layers,
+    value norms, wider full-attention heads with proportional (partial) RoPE, unit-free norms and layer scalars."""
+    if c.enable_moe_block:
+        raise ValueError(
+            "Gemma 4 mixture-of-experts checkpoints (enable_moe_block=True) are not supported; GemmaEncoder converts "
+            "the dense Gemma 4 text models."
+        )
+    rope_theta, factor = _rope_base(c.rope_parameters, "full_attention", 1_000_000.0)
+    local_theta, local_factor = _rope_base(c.rope_parameters, "sliding_attention", 10_000.0)
+    if local_factor != 1.0:
+        raise ValueError("Scaled RoPE on sliding-window layers is not supported.")
+    full_rope = c.rope_parameters["full_attention"]
+    partial = float(full_rope.get("partial_rotary_factor", 1.0)) if full_rope["rope_type"] == "proportional" else 1.0
+    full_layer = c.layer_types.index("full_attention")
+    return dict(
+        # transformers' Gemma 4 attention does not scale its logits (q and k are RMS-normalised).
+        query_pre_attn_scalar=1.0,
+        attn_logit_softcapping=None,
+        use_qk_norm=True,
+        rms_norm_unit_offset=False,
+        use_value_norm=True,
+        use_layer_scalar=True,
+        rope_theta=rope_theta,
+        rope_local_base_freq=local_theta,
+        rope_scaling_factor=factor,
+        rope_partial_rotary_factor=partial,
+        global_head_dim=c.per_layer_config[full_layer].head_dim,
+        num_global_key_value_heads=c.per_layer_config[full_layer].num_key_value_heads,
+        attention_k_eq_v=c.attention_k_eq_v,
+        num_kv_shared_layers=c.num_kv_shared_layers,
+        use_double_wide_mlp=c.use_double_wide_mlp,
+        hidden_size_per_layer_input=c.hidden_size_per_layer_input or 0,
+        vocab_size_per_layer_input=c.vocab_size_per_layer_input if c.hidden_size_per_layer_input else None,
+    )
+
+
+def _encoder_checkpoint_fields(
+    source_config: PreTrainedConfig, stack_config: PreTrainedConfig, sliding_window: int | None
+) -> dict:
     """Fields of checkpoints whose stack is already a bidirectional encoder: keep the window it was trained with.
 
     transformers masks T5Gemma's encoder sliding layers with |i - j| <= window (`create_bidirectional_sliding_window_
-    mask`) and T5Gemma 2's with (window + 1) // 2 - 1 tokens before and window // 2 after (its
-    `sliding_window_mask_function(is_causal=False)`); neither is one of the decoder-derived windows.
+    mask`), T5Gemma 2's with (window + 1) // 2 - 1 tokens before and window // 2 after (its
+    `sliding_window_mask_function(is_causal=False)`), and a Gemma 4 built with use_bidirectional_attention="all" with
+    |i - j| <= window // 2 + 1 (the halved window it stores, compared inclusively; one token more per side than Gemma
+    3's `"split"`); none is one of the decoder-derived windows.
     """
+    if stack_config.model_type == "gemma4_text" and stack_config.use_bidirectional_attention == "all":
+        span = sliding_window // 2 + 1
+        return dict(bidirectional_window="native", native_bidirectional_window=[span, span])
     if source_config.model_type == "t5gemma":
         return dict(bidirectional_window="native", native_bidirectional_window=[sliding_window, sliding_window])
     if source_config.model_type == "t5gemma2":

@@ -76,6 +76,26 @@ class GemmaEncoderConfig(PreTrainedConfig):
             itself a query on a sliding layer sees when the checkpoint is an encoder trained bidirectionally with its
             own window (T5Gemma: `[sliding_window, sliding_window]`; T5Gemma 2: `[(sliding_window + 1) // 2 - 1,
             sliding_window // 2]`, as transformers' encoders mask them). Used when `bidirectional_window="native"`.
+        rms_norm_unit_offset (`bool`): Gemma 1-3 RMS norms scale by `1 + weight` (zero weights are the identity);
+            Gemma 4's scale by `weight` itself.
+        global_head_dim (`int`, *optional*): head width of full-attention layers when it differs from `head_dim`
+            (Gemma 4).
+        num_global_key_value_heads (`int`, *optional*): key/value heads of full-attention layers when they differ from
+            `num_key_value_heads` (Gemma 4 models with `attention_k_eq_v`).
+        attention_k_eq_v (`bool`): full-attention layers have no `v_proj`: the key projection doubles as the value
+            projection (values are taken before the key norm and RoPE) (Gemma 4).
+        use_value_norm (`bool`): RMS-normalise values per head, without a learned scale (Gemma 4).
+        num_kv_shared_layers (`int`): the last `num_kv_shared_layers` layers compute no keys or values of their own:
+            each reuses those of the last earlier layer of its type (Gemma 4).
+        use_double_wide_mlp (`bool`): the key/value-sharing layers have feed-forward layers twice
+            `intermediate_size` wide (Gemma 4).
+        rope_partial_rotary_factor (`float`): share of the head dimensions full-attention layers rotate ("proportional"
+            RoPE: the frequencies of the other dimensions are zero, so those dimensions carry no position) (Gemma 4
+            uses 0.25); 1.0 rotates them all.
+        hidden_size_per_layer_input (`int`): width of the per-layer input embeddings (PLE) each layer adds through a
+            gated projection after its feed-forward block (Gemma 4 E2B/E4B); 0 for none.
+        vocab_size_per_layer_input (`int`, *optional*): vocabulary of the per-layer input embedding table.
+        use_layer_scalar (`bool`): each layer multiplies its output by a stored scalar `layer_scalar` (Gemma 4).
         eoi_token_index (`int`, *optional*): T5Gemma 2's end-of-image token, whose input embedding is the separate,
             unscaled vector `embed_tokens.eoi_embedding` instead of its row of the embedding matrix; None for
             checkpoints without one.
@@ -169,6 +189,17 @@ class GemmaEncoderConfig(PreTrainedConfig):
     decoder_model_type: str | None = None
     native_bidirectional_window: list[int] | None = None
     eoi_token_index: int | None = None
+    rms_norm_unit_offset: bool = True
+    global_head_dim: int | None = None
+    num_global_key_value_heads: int | None = None
+    attention_k_eq_v: bool = False
+    use_value_norm: bool = False
+    num_kv_shared_layers: int = 0
+    use_double_wide_mlp: bool = False
+    rope_partial_rotary_factor: float = 1.0
+    hidden_size_per_layer_input: int = 0
+    vocab_size_per_layer_input: int | None = None
+    use_layer_scalar: bool = False
 
     # Encoder knobs
     attention: str = "bidirectional"
@@ -221,6 +252,20 @@ class GemmaEncoderConfig(PreTrainedConfig):
                 )
             for side, value in zip(("left", "right"), span):
                 _check_range(f"native_bidirectional_window ({side})", value, 0)
+        _check_range("num_kv_shared_layers", self.num_kv_shared_layers, 0, self.num_hidden_layers - 1)
+        if self.num_kv_shared_layers:
+            producers = set(self.layer_types[: self.num_hidden_layers - self.num_kv_shared_layers])
+            if not set(self.layer_types) <= producers:
+                raise ValueError(
+                    f"GemmaEncoderConfig.num_kv_shared_layers={self.num_kv_shared_layers} leaves no earlier layer of "
+                    f"each type to share keys and values from (layer_types={self.layer_types})."
+                )
+        _check_range("rope_partial_rotary_factor", self.rope_partial_rotary_factor, 0.0, 1.0)
+        _check_range("hidden_size_per_layer_input", self.hidden_size_per_layer_input, 0)
+        if self.hidden_size_per_layer_input and self.vocab_size_per_layer_input is None:
+            raise ValueError(
+                "GemmaEncoderConfig.hidden_size_per_layer_input is set, so vocab_size_per_layer_input is needed too."
+            )
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
         _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)
@@ -253,6 +298,22 @@ class GemmaEncoderConfig(PreTrainedConfig):
                 "`gemma-encoder convert`); other architectures are not supported."
             )
         return super().from_dict(config_dict, **kwargs)
+
+    def head_dim_for(self, layer_type: str) -> int:
+        """Head width of the layers of `layer_type`."""
+        if layer_type == "full_attention" and self.global_head_dim is not None:
+            return self.global_head_dim
+        return self.head_dim
+
+    def num_key_value_heads_for(self, layer_type: str) -> int:
+        """Key/value heads of the layers of `layer_type`."""
+        if layer_type == "full_attention" and self.num_global_key_value_heads is not None:
+            return self.num_global_key_value_heads
+        return self.num_key_value_heads
+
+    def reuses_key_values(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` takes the keys and values of an earlier layer (`num_kv_shared_layers`)."""
+        return layer_idx >= self.num_hidden_layers - self.num_kv_shared_layers
 
     @property
     def rope_base_for(self) -> dict[str, float]:

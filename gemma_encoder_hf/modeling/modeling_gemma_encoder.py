@@ -47,14 +47,23 @@ class GemmaEncoderScaledEmbedding(nn.Embedding):
     the separate, unscaled `eoi_embedding` vector, as in the checkpoint it comes from.
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, eoi_token_index: int | None):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None,
+        eoi_token_index: int | None = None,
+        scale: float | None = None,
+    ):
         super().__init__(num_embeddings, embedding_dim, padding_idx)
         self.eoi_token_index = eoi_token_index
+        # Gemma 4's per-layer table packs every layer's embedding into one row but scales by one layer's width.
+        self.scale = embedding_dim**0.5 if scale is None else scale
         if eoi_token_index is not None:
             self.eoi_embedding = nn.Parameter(torch.zeros(embedding_dim))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        scale = torch.tensor(self.embedding_dim**0.5, dtype=self.weight.dtype, device=self.weight.device)
+        scale = torch.tensor(self.scale, dtype=self.weight.dtype, device=self.weight.device)
         embeddings = super().forward(input_ids) * scale
         if self.eoi_token_index is None:
             return embeddings
@@ -68,17 +77,19 @@ def _records_grad(*tensors: torch.Tensor) -> bool:
 
 
 class GemmaEncoderRMSNorm(nn.Module):
-    """Gemma's RMS norm: computed in fp32, scaled by (1 + weight) so a zero weight is the identity.
+    """Gemma's RMS norm: computed in fp32, scaled by (1 + weight) so a zero weight is the identity; with
+    `unit_offset=False` (Gemma 4) scaled by the weight itself.
 
     Norms and rotary embeddings are memory-bound: in their textbook form they took a quarter to a third of a CPU
     forward, so they are written to touch each full-size tensor as few times as possible (one reduction pass, one
     scaling pass and, with `residual`, the residual add folded into the last multiply).
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, unit_offset: bool = True):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.zeros(dim))
+        self.unit_offset = unit_offset
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """norm(x), or `residual + norm(x)` when a residual stream is given."""
@@ -86,7 +97,7 @@ class GemmaEncoderRMSNorm(nn.Module):
         # vector_norm reduces in one read; pow(2).mean() would first write a full-size squared copy.
         mean_square = torch.linalg.vector_norm(x_fp32, dim=-1, keepdim=True).square() / x.shape[-1]
         normed = x_fp32 * torch.rsqrt(mean_square + self.eps)
-        scale = 1.0 + self.weight.float()
+        scale = 1.0 + self.weight.float() if self.unit_offset else self.weight.float()
         if residual is not None and residual.dtype == torch.float32:
             # An fp32 stream (fp32 models, and the fp16 models' stream) takes the scaled norm in one fused pass.
             return torch.addcmul(residual, normed, scale)
@@ -99,16 +110,34 @@ class GemmaEncoderRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
 
 
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMS normalisation with no learned scale, computed in fp32 (Gemma 4's value norm)."""
+    x_fp32 = x.float()
+    mean_square = torch.linalg.vector_norm(x_fp32, dim=-1, keepdim=True).square() / x.shape[-1]
+    return (x_fp32 * torch.rsqrt(mean_square + eps)).type_as(x)
+
+
 def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, base: float, scaling_factor: float, dtype: torch.dtype
+    position_ids: torch.Tensor,
+    head_dim: int,
+    base: float,
+    scaling_factor: float,
+    dtype: torch.dtype,
+    partial_rotary_factor: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables of shape (batch, seq, head_dim) for the given positions.
+
+    With `partial_rotary_factor` < 1 ("proportional" RoPE, Gemma 4's full-attention layers) only the first
+    `partial_rotary_factor * head_dim / 2` frequencies are kept, with the exponents of the full width; the others are
+    zero, so their dimensions pass unrotated.
 
     Computed on the fly rather than cached in buffers: it costs head_dim/2 * seq multiplications per layer type and
     avoids non-persistent buffers, which transformers' meta-device loading leaves uninitialised.
     """
     exponent = torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim
     inv_freq = 1.0 / (base**exponent) / scaling_factor
+    if partial_rotary_factor < 1.0:
+        inv_freq[int(partial_rotary_factor * head_dim // 2) :] = 0.0
     freqs = position_ids[..., None].float() * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -179,36 +208,52 @@ class GemmaEncoderAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
+        self.layer_type = config.layer_types[layer_idx]
+        self.head_dim = config.head_dim_for(self.layer_type)
         self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
+        self.num_kv_heads = config.num_key_value_heads_for(self.layer_type)
         self.scaling = config.query_pre_attn_scalar**-0.5
         self.softcap = config.attn_logit_softcapping
+        # Gemma 4: the last layers take the keys and values of an earlier layer and own no k/v weights.
+        self.reuses_key_values = config.reuses_key_values(layer_idx)
         bias = config.attention_bias
+        norm_kwargs = dict(eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset)
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        if not self.reuses_key_values:
+            self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+            # Gemma 4's `attention_k_eq_v`: full-attention layers read their values off the key projection.
+            if not (config.attention_k_eq_v and self.layer_type == "full_attention"):
+                self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         if config.use_qk_norm:
-            self.q_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
-            self.k_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
-        self.layer_type = config.layer_types[layer_idx]
+            self.q_norm = GemmaEncoderRMSNorm(self.head_dim, **norm_kwargs)
+            if not self.reuses_key_values:
+                self.k_norm = GemmaEncoderRMSNorm(self.head_dim, **norm_kwargs)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
         mask: "torch.Tensor | PackedLayout | None",
+        shared_key_values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """`mask` is the (batch, 1, seq, seq) boolean mask of a padded batch, or the layout of a packed one."""
+        """`mask` is the (batch, 1, seq, seq) boolean mask of a padded batch, or the layout of a packed one.
+
+        With `config.num_kv_shared_layers`, `shared_key_values` maps each layer type to the keys and values of the
+        latest layer of that type that computed its own: this layer records its own there, or reuses them.
+        """
         batch, seq, _ = hidden_states.shape
-        query = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if self.config.use_qk_norm:
-            query, key = self.q_norm(query), self.k_norm(key)
         cos, sin = rotary
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        query = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.config.use_qk_norm:
+            query = self.q_norm(query)
+        query = apply_rotary(query, cos, sin)
+        if self.reuses_key_values:
+            key, value = shared_key_values[self.layer_type]
+        else:
+            key, value = self._key_value(hidden_states, cos, sin)
+            if shared_key_values is not None:
+                shared_key_values[self.layer_type] = (key, value)
 
         dropout = self.config.attention_dropout if self.training else 0.0
         if isinstance(mask, PackedLayout):
@@ -228,6 +273,19 @@ class GemmaEncoderAttention(nn.Module):
             out = eager_attention(query, key, value, mask, self.scaling, self.softcap, dropout)
         return self.o_proj(out.reshape(batch, seq, -1))
 
+    def _key_value(
+        self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, seq, _ = hidden_states.shape
+        key = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        value_proj = getattr(self, "v_proj", None)
+        value = key if value_proj is None else value_proj(hidden_states).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        if self.config.use_qk_norm:
+            key = self.k_norm(key)
+        if self.config.use_value_norm:
+            value = rms_normalize(value, self.config.rms_norm_eps)
+        return apply_rotary(key, cos, sin), value
+
 
 # Tokens per feed-forward chunk at CPU inference. The (tokens, intermediate) activations of a large packed batch run to
 # tens of MB (10k SciFact tokens: 84 MB per tensor); in chunks they stay in cache and glibc reuses them instead of
@@ -237,11 +295,12 @@ FEED_FORWARD_CHUNK_TOKENS = 1024
 
 
 class GemmaEncoderMLP(nn.Module):
-    def __init__(self, config: GemmaEncoderConfig):
+    def __init__(self, config: GemmaEncoderConfig, intermediate_size: int | None = None):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        intermediate_size = config.intermediate_size if intermediate_size is None else intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, config.hidden_size, bias=False)
         self.act_fn = ACT2FN[config.hidden_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,6 +321,8 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
 
     Gemma 2/3 ("sandwich" norms): norm -> attn -> norm -> +res ; norm -> mlp -> norm -> +res.
     Gemma 1: norm -> attn -> +res ; norm -> mlp -> +res, where the second norm is named `post_attention_layernorm`.
+    Gemma 4 adds, after the feed-forward block, its per-layer input (PLE): gate(x) * per_layer_input -> projection ->
+    norm -> +res; and scales the layer output by the stored `layer_scalar`.
     """
 
     def __init__(self, config: GemmaEncoderConfig, layer_idx: int):
@@ -269,22 +330,36 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         self.sandwich = config.use_sandwich_norms
         self.layer_type = config.layer_types[layer_idx]
         self.self_attn = GemmaEncoderAttention(config, layer_idx)
-        self.mlp = GemmaEncoderMLP(config)
-        self.input_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        double_wide = config.use_double_wide_mlp and config.reuses_key_values(layer_idx)
+        self.mlp = GemmaEncoderMLP(config, config.intermediate_size * (2 if double_wide else 1))
+        norm_kwargs = dict(eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset)
+        self.input_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+        self.post_attention_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
         if self.sandwich:
-            self.pre_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-            self.post_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            self.pre_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+            self.post_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+        if config.hidden_size_per_layer_input:
+            self.per_layer_act = ACT2FN[config.hidden_activation]
+            self.per_layer_input_gate = nn.Linear(config.hidden_size, config.hidden_size_per_layer_input, bias=False)
+            self.per_layer_projection = nn.Linear(config.hidden_size_per_layer_input, config.hidden_size, bias=False)
+            self.post_per_layer_input_norm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+        if config.use_layer_scalar:
+            self.register_buffer("layer_scalar", torch.ones(1))
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
-        self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        shared_key_values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        per_layer_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # An fp16 model carries its residual stream in fp32 (see GemmaEncoderModel.forward): the normalised block
         # inputs go back to the weights' dtype here, and the fp16 block outputs are added to the fp32 stream. In every
         # other case the cast is a no-op.
         block_dtype = self.input_layernorm.weight.dtype
-        attn_out = self.self_attn(self.input_layernorm(hidden_states).to(block_dtype), rotary, mask)
+        attn_out = self.self_attn(self.input_layernorm(hidden_states).to(block_dtype), rotary, mask, shared_key_values)
         if self.sandwich:
             hidden_states = self._add_to_residual(hidden_states, attn_out, self.post_attention_layernorm)
             pre_ffn_norm = self.pre_feedforward_layernorm
@@ -294,7 +369,15 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
 
         ffn_out = self.mlp(pre_ffn_norm(hidden_states).to(block_dtype))
         post_ffn_norm = self.post_feedforward_layernorm if self.sandwich else None
-        return self._add_to_residual(hidden_states, ffn_out, post_ffn_norm)
+        hidden_states = self._add_to_residual(hidden_states, ffn_out, post_ffn_norm)
+        if per_layer_input is not None:
+            gated = self.per_layer_act(self.per_layer_input_gate(hidden_states.to(block_dtype))) * per_layer_input
+            hidden_states = self._add_to_residual(
+                hidden_states, self.per_layer_projection(gated), self.post_per_layer_input_norm
+            )
+        if hasattr(self, "layer_scalar"):
+            hidden_states = hidden_states * self.layer_scalar.to(hidden_states.dtype)
+        return hidden_states
 
     def _add_to_residual(
         self, residual: torch.Tensor, block_out: torch.Tensor, post_norm: GemmaEncoderRMSNorm | None
@@ -803,7 +886,9 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, GemmaEncoderRMSNorm):
-            module.weight.zero_()
+            module.weight.fill_(0.0 if module.unit_offset else 1.0)
+        elif isinstance(module, GemmaEncoderLayer) and hasattr(module, "layer_scalar"):
+            module.layer_scalar.fill_(1.0)
         elif isinstance(module, GemmaEncoderScaledEmbedding) and module.eoi_token_index is not None:
             module.eoi_embedding.zero_()
         elif isinstance(module, GemmaEncoderQueryProbePooler):
@@ -911,7 +996,23 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             config.vocab_size, config.hidden_size, config.pad_token_id, config.eoi_token_index
         )
         self.layers = nn.ModuleList(GemmaEncoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = GemmaEncoderRMSNorm(
+            config.hidden_size, eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset
+        )
+        if config.hidden_size_per_layer_input:
+            # Gemma 4's per-layer input embeddings (PLE): one table packs every layer's token embedding, and a
+            # projection of the token's main embedding adds context; each layer reads its slice.
+            per_layer_width = config.num_hidden_layers * config.hidden_size_per_layer_input
+            self.embed_tokens_per_layer = GemmaEncoderScaledEmbedding(
+                config.vocab_size_per_layer_input,
+                per_layer_width,
+                config.pad_token_id,
+                scale=config.hidden_size_per_layer_input**0.5,
+            )
+            self.per_layer_model_projection = nn.Linear(config.hidden_size, per_layer_width, bias=False)
+            self.per_layer_projection_norm = GemmaEncoderRMSNorm(
+                config.hidden_size_per_layer_input, eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset
+            )
         self.pooler = build_pooler(config) if add_pooling_layer else None
         self.gradient_checkpointing = False
         self.post_init()
@@ -960,29 +1061,36 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         if positions_given or reference.shape[1] > self.config.max_position_embeddings:
             warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
 
+        if self.config.hidden_size_per_layer_input and input_ids is None:
+            raise ValueError(
+                "This model's per-layer input embeddings (Gemma 4 PLE) are looked up by token id: pass input_ids, "
+                "not inputs_embeds."
+            )
         if layout is None:
             if inputs_embeds is None:
                 inputs_embeds = self.embed_tokens(input_ids)
             masks = build_attention_masks(attention_mask, self.config)
         else:
             # Only real tokens are embedded and flow through the layers, as one (1, total) row.
-            if inputs_embeds is None:
-                inputs_embeds = self.embed_tokens(layout.pack(input_ids))
-            else:
-                inputs_embeds = layout.pack(inputs_embeds)
+            if input_ids is not None:
+                input_ids = layout.pack(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids) if inputs_embeds is None else layout.pack(inputs_embeds)
             position_ids = layout.pack(position_ids)
             masks = dict.fromkeys(self.config.layer_types, layout)
+        per_layer_inputs = self._per_layer_inputs(input_ids, inputs_embeds)
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
-                self.config.head_dim,
+                self.config.head_dim_for(layer_type),
                 base,
                 self.config.rope_scaling_factor if layer_type == "full_attention" else 1.0,
                 inputs_embeds.dtype,
+                self.config.rope_partial_rotary_factor if layer_type == "full_attention" else 1.0,
             )
             for layer_type, base in self.config.rope_base_for.items()
             if layer_type in masks
         }
+        shared_key_values = {} if self.config.num_kv_shared_layers else None
 
         hidden_states = inputs_embeds
         if hidden_states.dtype == torch.float16:
@@ -990,8 +1098,11 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             # 65504), so an fp16 model keeps the stream in fp32 while every matmul still runs in fp16.
             hidden_states = hidden_states.float()
         all_hidden_states = (hidden_states,) if output_hidden_states else None
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, rotary[layer.layer_type], masks[layer.layer_type])
+        for i, layer in enumerate(self.layers):
+            per_layer_input = per_layer_inputs[..., i, :] if per_layer_inputs is not None else None
+            hidden_states = layer(
+                hidden_states, rotary[layer.layer_type], masks[layer.layer_type], shared_key_values, per_layer_input
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm(hidden_states).to(inputs_embeds.dtype)
@@ -1012,6 +1123,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
         )
+
+    def _per_layer_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor | None:
+        """Gemma 4's per-layer inputs, (..., num_hidden_layers, hidden_size_per_layer_input), or None without PLE:
+        each token's per-layer embedding plus a normalised projection of its main embedding, scaled by 1/sqrt(2)."""
+        if not self.config.hidden_size_per_layer_input:
+            return None
+        shape = (*inputs_embeds.shape[:-1], self.config.num_hidden_layers, self.config.hidden_size_per_layer_input)
+        projected = self.per_layer_model_projection(inputs_embeds) * self.config.hidden_size**-0.5
+        projected = self.per_layer_projection_norm(projected.reshape(shape))
+        return (projected + self.embed_tokens_per_layer(input_ids).reshape(shape)) * 2**-0.5
 
     def _cuda_varlen_applies(self) -> bool:
         """Whether `packed_attention` would take torch's varlen flash kernel on CUDA (not the per-text loop)."""
