@@ -278,8 +278,10 @@ class GemmaEncoderAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, seq, _ = hidden_states.shape
         key = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        value_proj = getattr(self, "v_proj", None)
-        value = key if value_proj is None else value_proj(hidden_states).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        if hasattr(self, "v_proj"):
+            value = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        else:  # `attention_k_eq_v`: the values are the keys before their norm and rotation
+            value = key
         if self.config.use_qk_norm:
             key = self.k_norm(key)
         if self.config.use_value_norm:
