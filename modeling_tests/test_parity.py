@@ -151,3 +151,28 @@ def test_editing_the_attention_knobs_of_a_built_model_applies_to_every_path(tiny
         with torch.inference_mode():
             actual = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         assert (expected[real] - actual[real]).abs().max() <= TOLERANCE, packed
+
+
+def test_text_tower_of_a_gemma4_multimodal_checkpoint(tmp_path):
+    """A `gemma4` checkpoint keeps its text decoder under `model.language_model`; the encoder is that decoder."""
+    from conftest import tiny_decoder_config
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = Gemma4Config(text_config=tiny_decoder_config("gemma4"), vision_config=None, audio_config=None)
+    multimodal = Gemma4ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, param in multimodal.named_parameters():
+            if "norm" in name:
+                param.normal_(0.0, 0.5)
+    multimodal.save_pretrained(tmp_path)
+    input_ids, attention_mask = random_batch(128, batch=3, seq=14)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        expected = multimodal.model.language_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
+    model = GemmaEncoderModel.from_decoder(tmp_path, dtype=torch.float32, attention="causal").eval()
+    assert model.config.decoder_model_type == "gemma4_text"
+    diffs = _max_diff_per_setting(model, input_ids, attention_mask, expected, {"packed_execution": ["never", "always"]})
+    assert max(diffs.values()) <= TOLERANCE, diffs

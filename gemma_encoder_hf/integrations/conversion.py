@@ -1,7 +1,7 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
 """Decoder checkpoint (local folder, Hub id or GGUF file) -> GemmaEncoder config, weights and tokenizer.
 
-Owns: reading a Gemma 1/2/3 decoder's config and weights, mapping them onto a GemmaEncoder class, and preparing the
+Owns: reading a supported checkpoint's config and weights, mapping them onto a GemmaEncoder class, and preparing the
 tokenizer (pair template, length limit). It does not touch the modeling code beyond constructing/loading models.
 """
 
@@ -114,7 +114,7 @@ def _rope_base(rope_parameters: dict | None, layer_type: str | None, default: fl
 
 
 def _unsupported(model_type: str) -> ValueError:
-    supported = "; ".join(f"{name!r} ({what})" for name, what in SUPPORTED_SOURCES.items())
+    supported = "; ".join(f"{name!r}: {what}" for name, what in SUPPORTED_SOURCES.items())
     return ValueError(
         f"Unsupported decoder model_type {model_type!r}: GemmaEncoder converts these checkpoint types: {supported}."
     )

@@ -46,7 +46,14 @@ KNOWN_DATASETS = {
     "msmarco-dl19-subset": ("microsoft/ms_marco", None, "TREC DL 2019 passages, subset (BM25 top-100 reranking)"),
 }
 
-GENERATIONS = {"gemma": "Gemma 1", "gemma2": "Gemma 2", "gemma3_text": "Gemma 3 (text)"}
+GENERATIONS = {
+    "gemma": "Gemma 1",
+    "gemma2": "Gemma 2",
+    "gemma3_text": "Gemma 3 (text)",
+    "gemma4_text": "Gemma 4 (text)",
+    "t5gemma": "T5Gemma (encoder)",
+    "t5gemma2": "T5Gemma 2 (text encoder)",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -33,9 +33,10 @@ def _check_range(name: str, value, low: float, high: float | None = None, *, all
 
 class GemmaEncoderConfig(PreTrainedConfig):
     r"""
-    Configuration of a bidirectional encoder built from a Gemma 1, Gemma 2 or Gemma 3 (text) decoder.
+    Configuration of a bidirectional encoder built from a Gemma 1, 2, 3 or 4 (text) decoder, or from the encoder of a
+    T5Gemma / T5Gemma 2 checkpoint.
 
-    The backbone fields express all three generations with one layer implementation; `from_decoder` fills them from
+    The backbone fields express every generation with one layer implementation; `from_decoder` fills them from
     the decoder's own config, so users normally only set the encoder knobs. Defaults describe Gemma 3 270M.
 
     Backbone (copied from the decoder):
@@ -294,7 +295,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
         if model_type != cls.model_type:
             raise ValueError(
                 f"This config has model_type {model_type!r}, not {cls.model_type!r}: it is not a GemmaEncoder "
-                "checkpoint. Convert a Gemma 1/2/3 decoder with GemmaEncoderModel.from_decoder(path) (or "
+                "checkpoint. Convert a Gemma decoder or T5Gemma encoder with GemmaEncoderModel.from_decoder(path) (or "
                 "`gemma-encoder convert`); other architectures are not supported."
             )
         return super().from_dict(config_dict, **kwargs)

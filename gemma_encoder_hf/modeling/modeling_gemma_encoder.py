@@ -1,5 +1,5 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
-"""GemmaEncoder: Gemma 1/2/3 decoders turned into bidirectional encoders with poolers and task heads.
+"""GemmaEncoder: Gemma 1-4 decoders (and T5Gemma encoders) as bidirectional encoders with poolers and task heads.
 
 This file is shipped verbatim to Hub repositories for `trust_remote_code`: it imports only torch, transformers and
 its sibling configuration file.
