@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -44,7 +45,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextForSeque
 from gemma_encoder_hf import GemmaEncoderForRanking, GemmaEncoderForSequenceClassification
 from gemma_encoder_hf.integrations.conversion import embedded_gguf_path
 from gemma_encoder_hf.harness.data import (
-    DEFAULT_DATA_ROOT,
+    DATA_ENV_VAR,
     get_task,
     load_glue,
     load_reranking,
@@ -60,6 +61,9 @@ from gemma_encoder_hf.harness.training import (
     finetune_reranker,
     load_task_model,
 )
+
+# The project's data sits beside a clone of this repository.
+DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ATTENTIONS = ("bidirectional", "causal")
@@ -207,7 +211,7 @@ def training_config(budget: Budget, args: argparse.Namespace, seed: int, ranking
         checkpoints=False,
         freeze_embeddings=budget.freeze_embeddings,
         device=args.device,
-        show_progress=args.progress,
+        show_progress_bar=args.show_progress_bar,
         logging_steps=50,
     )
 
@@ -301,11 +305,11 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", help="subset of cells (see --list-cells)")
     parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--data", type=Path, default=DATA_ROOT, help="data root (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/ablation_<preset>.json)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/converted"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--progress", action="store_true", help="tqdm bars for each run")
+    parser.add_argument("--show-progress-bar", action="store_true", help="tqdm bars for each run")
     parser.add_argument("--list-cells", action="store_true")
     parser.add_argument(
         "--time-limit", type=float, help="minutes: start no new run after this (finished runs are kept; rerun resumes)"

@@ -36,11 +36,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import gemma_encoder_hf
 from gemma_encoder_hf.harness.adaptation import adapt, default_corpus
-from gemma_encoder_hf.harness.data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
+from gemma_encoder_hf.harness.data import DATA_ENV_VAR, get_task, load_glue, subsample, train_validation_split
 from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
 
 VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# The project's data sits beside a clone of this repository.
+DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
     """An adapted encoder for `corpus` ("task" or "generic"), built on first use; returns (folder, its record)."""
     name = (
         f"adapted-{args.task if corpus == 'task' else 'generic'}-{args.objective}-{args.adapt_steps}steps"
-        f"-lr{args.adapt_lr}-mask{args.mask_rate}-bs{args.adapt_batch_size}-len{args.adapt_max_length}"
+        f"-lr{args.adapt_learning_rate}-mask{args.mask_rate}-bs{args.adapt_batch_size}-len{args.adapt_max_length}"
     )
     if args.adapt_lora_rank:
         name += f"-lora{args.adapt_lora_rank}"
@@ -97,12 +99,12 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
             objective=args.objective,
             mask_rate=args.mask_rate,
             steps=args.adapt_steps,
-            learning_rate=args.adapt_lr,
+            learning_rate=args.adapt_learning_rate,
             batch_size=args.adapt_batch_size,
             max_length=args.adapt_max_length,
             lora=args.adapt_lora_rank,
             seed=0,
-            use_cpu=args.device == "cpu",
+            device=args.device,
         )
     return out, json.loads((out / "adaptation.json").read_text())
 
@@ -190,15 +192,15 @@ def run(args: argparse.Namespace) -> None:
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     eval_batch_size=args.eval_batch_size,
-                    learning_rate=args.lr,
-                    head_learning_rate=args.head_lr,
+                    learning_rate=args.learning_rate,
+                    head_learning_rate=args.head_learning_rate,
                     max_length=args.max_length,
                     seed=seed,
                     eval_strategy="no",
                     checkpoints=False,
                     freeze_embeddings=args.freeze_embeddings,
                     device=args.device,
-                    show_progress=True,
+                    show_progress_bar=True,
                 )
                 result = finetune_classifier(model, tokenizer, task, train, validation, config)
                 record = {
@@ -214,8 +216,8 @@ def run(args: argparse.Namespace) -> None:
                     "model": info,
                     "finetune": {
                         "epochs": args.epochs,
-                        "lr": args.lr,
-                        "head_lr": args.head_lr,
+                        "lr": args.learning_rate,
+                        "head_lr": args.head_learning_rate,
                         "batch_size": args.batch_size,
                         "freeze_embeddings": args.freeze_embeddings,
                     },
@@ -282,18 +284,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--sizes", nargs="+", default=["500", "2000", "8000"], help="training examples, or 'full'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--data", type=Path, default=DATA_ROOT, help="data root (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/gemma-encoder-adaptation"), dest="work_dir")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/adaptation_<device>.json)")
     parser.add_argument("--overwrite", action="store_true", help="re-run keys already in the results file")
-    parser.add_argument("--validation-size", type=float, default=0.1, dest="validation_size",
-                        help="fraction (or count, if > 1) of the train pool held out; the same for every size")
+    parser.add_argument("--validation-size", type=float, dest="validation_size",
+                        help="fraction (or count, if > 1) of the train pool held out at random; default: the split "
+                             "shaped like the official dev set (harness.data.DEV_SHAPES); the same for every size")
     parser.add_argument("--max-eval", type=int, default=1000, dest="max_eval", help="cap on validation examples")
     # fine-tuning
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=TrainingConfig.learning_rate)
-    parser.add_argument("--head-lr", type=float, default=TrainingConfig.head_learning_rate, dest="head_lr")
+    parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate, dest="learning_rate")
+    parser.add_argument("--head-learning-rate", type=float, default=TrainingConfig.head_learning_rate,
+                        dest="head_learning_rate")
     parser.add_argument("--batch-size", type=int, default=16, dest="batch_size")
     parser.add_argument("--eval-batch-size", type=int, default=32, dest="eval_batch_size")
     parser.add_argument("--max-length", type=int, default=128, dest="max_length")
@@ -306,14 +310,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # adaptation
     parser.add_argument("--objective", default=ADAPT_DEFAULTS["objective"], choices=("mntp", "mlm"))
     parser.add_argument("--adapt-steps", type=int, default=ADAPT_DEFAULTS["steps"], dest="adapt_steps")
-    parser.add_argument("--adapt-lr", type=float, default=ADAPT_DEFAULTS["learning_rate"], dest="adapt_lr")
+    parser.add_argument("--adapt-learning-rate", type=float, default=ADAPT_DEFAULTS["learning_rate"],
+                        dest="adapt_learning_rate")
     parser.add_argument("--adapt-batch-size", type=int, default=ADAPT_DEFAULTS["batch_size"], dest="adapt_batch_size")
     parser.add_argument("--adapt-max-length", type=int, default=ADAPT_DEFAULTS["max_length"], dest="adapt_max_length")
     parser.add_argument("--adapt-lora-rank", type=int, default=0, dest="adapt_lora_rank")
     parser.add_argument("--mask-rate", type=float, default=ADAPT_DEFAULTS["mask_rate"], dest="mask_rate")
     parser.add_argument("--report", nargs="*", type=Path, help="print the table of these results files and exit")
     args = parser.parse_args(argv)
-    if args.validation_size > 1:
+    if args.validation_size is not None and args.validation_size > 1:
         args.validation_size = int(args.validation_size)
     return args
 

@@ -404,7 +404,8 @@ def device_name(device: torch.device) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="data root (default: %(default)s)",
+                        default=Path(os.environ.get("GEMMA_ENCODER_DATA") or REPO_ROOT.parent / "shared" / "data"))
     parser.add_argument("--model-dir", type=Path, default=None, help="converted encoder (default: embedded 270M)")
     parser.add_argument("--config", choices=["270m", "1b"], default="270m", help="1b: random Gemma 3 1B weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

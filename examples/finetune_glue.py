@@ -16,27 +16,34 @@ Full task on a GPU (bf16 autocast):
 
     python examples/finetune_glue.py --task sst2 --epochs 2 --batch-size 32 --device cuda --bf16
 
-Your own data (TSV/CSV/JSONL; a pair column makes it a pair task, `<bos> text <eos> pair`):
+Your own data (TSV/CSV/JSONL; a pair column makes it a pair task, `<bos> text <eos> pair`). Labels are class ids
+0..N-1, names (with --label-names), or any N distinct integers, e.g. 1-5 stars (classes in ascending order, the
+values recorded as the class names in the model's id2label):
 
     python examples/finetune_glue.py --train-file reviews.csv --text-column review --label-column stars --num-labels 5
 
 A Hub dataset (when online): --hub-dataset nyu-mll/glue --hub-config sst2 --text-column sentence
 
-The validation split is carved from the training pool with --split-seed (stratified), so
+The validation split is carved from the training pool with --split-seed; for a GLUE task it is shaped like the
+official dev set (SST-2: 872 full sentences, none of their sub-phrases left in training; pairs: no sentence on both
+sides; harness.data.DEV_SHAPES), for your own data a stratified 10%. So
 `gemma-encoder evaluate OUTPUT_DIR/model --task sst2 --split-seed 0 [--max-examples N]` scores the same rows again
 (pass the same N as --eval-examples).
-The model goes to OUTPUT_DIR/model and the results JSON (the model-card format) to OUTPUT_DIR/results.json.
+The model goes to OUTPUT_DIR/model and the results JSON (the model-card format) to OUTPUT_DIR/results.json
+(OUTPUT_DIR defaults to runs/glue-<task>, e.g. runs/glue-sst2). The GLUE data root is --data, else the environment
+variable GEMMA_ENCODER_DATA, else ../shared/data beside this repository.
 """
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification
 from gemma_encoder_hf.harness.adaptation import adapt
 from gemma_encoder_hf.modeling.configuration_gemma_encoder import ATTENTION_POOLING_PROBES, ATTENTION_TYPES, POOLING_TYPES
 from gemma_encoder_hf.harness.data import (
-    DEFAULT_DATA_ROOT,
+    DATA_ENV_VAR,
     GLUE_TASKS,
     custom_task,
     get_task,
@@ -49,15 +56,18 @@ from gemma_encoder_hf.harness.data import (
 from gemma_encoder_hf.harness.evaluation import results_record, write_results
 from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, finetune_classifier, load_task_model
 
+# The project's data sits beside a clone of this repository.
+DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
-def parse_args() -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", choices=sorted(GLUE_TASKS), help="a GLUE task read from --data")
     source.add_argument("--train-file", type=Path, help="your own .tsv/.csv/.jsonl training pool")
     source.add_argument("--hub-dataset", help="a Hub dataset id (needs network access)")
-    data.add_argument("--data", type=Path, default=DEFAULT_DATA_ROOT, help="GLUE data root (default: ../shared/data)")
+    data.add_argument("--data", type=Path, default=DATA_ROOT, help="GLUE data root (default: %(default)s)")
     data.add_argument("--hub-config", help="the Hub dataset's config name")
     data.add_argument("--hub-split", default="train")
     data.add_argument("--text-column", default="text")
@@ -65,7 +75,9 @@ def parse_args() -> argparse.Namespace:
     data.add_argument("--label-column", default="label")
     data.add_argument("--num-labels", type=int, default=2, help="your data: classes (1 = regression)")
     data.add_argument("--label-names", nargs="+", help="your data: class names in id order (labels may be names)")
-    data.add_argument("--validation-size", type=float, default=0.1, help="fraction (<1) or count carved from train")
+    data.add_argument("--validation-size", type=float,
+                      help="fraction (<1) or count carved at random from train; default: for GLUE tasks a split "
+                           "shaped like the official dev set (harness.data.DEV_SHAPES), else 10%%")
     data.add_argument("--split-seed", type=int, default=0)
     data.add_argument("--train-examples", type=int, help="train on a stratified subset of this size")
     data.add_argument("--eval-examples", type=int, help="evaluate on a stratified subset of the validation split")
@@ -82,8 +94,9 @@ def parse_args() -> argparse.Namespace:
     train.add_argument("--epochs", type=float, default=1.0)
     train.add_argument("--max-steps", type=int, default=-1)
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lr", type=float, default=TrainingConfig.learning_rate, help="backbone learning rate")
-    train.add_argument("--head-lr", type=float, default=TrainingConfig.head_learning_rate,
+    train.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate,
+                       help="backbone learning rate")
+    train.add_argument("--head-learning-rate", type=float, default=TrainingConfig.head_learning_rate,
                        help="learning rate of the new head (pooler + MLP)")
     train.add_argument("--max-length", type=int, default=128)
     train.add_argument("--seed", type=int, default=0)
@@ -99,7 +112,7 @@ def parse_args() -> argparse.Namespace:
                             help="> 0: first run this many masked-next-token steps on the training split's texts, "
                                  "labels dropped (the adapted encoder goes to OUTPUT_DIR/adapted)")
     adaptation.add_argument("--adapt-batch-size", type=int, default=32, help="texts per adaptation step")
-    return parser.parse_args()
+    return parser
 
 
 def load_data(args: argparse.Namespace):
@@ -114,15 +127,20 @@ def load_data(args: argparse.Namespace):
     )
     columns = dict(text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column)
     if args.train_file:
-        return task, load_table(args.train_file, task, **columns), str(args.train_file)
-    pool = load_hub(args.hub_dataset, task, config_name=args.hub_config, split=args.hub_split, **columns)
-    return task, pool, f"hf://datasets/{args.hub_dataset}"
+        pool, path = load_table(args.train_file, task, **columns), str(args.train_file)
+    else:
+        pool = load_hub(args.hub_dataset, task, config_name=args.hub_config, split=args.hub_split, **columns)
+        path = f"hf://datasets/{args.hub_dataset}"
+    # The class names the file's labels define (e.g. stars "1".."5"), so that id2label maps ids back to them.
+    return task.with_labels_of(pool), pool, path
 
 
 def main() -> None:
-    args = parse_args()
+    args = build_parser().parse_args()
     task, pool, data_path = load_data(args)
-    size = args.validation_size if args.validation_size < 1 else int(args.validation_size)
+    size = args.validation_size
+    if size is not None and size >= 1:
+        size = int(size)
     train_pool, val_set = train_validation_split(pool, task, validation_size=size, seed=args.split_seed)
     train_set = subsample(train_pool, args.train_examples, task, seed=args.split_seed)
     val_set = subsample(val_set, args.eval_examples, task, seed=args.split_seed)
@@ -139,8 +157,9 @@ def main() -> None:
         # the validation rows.
         texts = list(train_pool["text"]) + (list(train_pool["text_pair"]) if task.is_pair else [])
         source = adapt(encoder_dir(args.model, args.cache_dir), texts, output_dir / "adapted", steps=args.adapt_steps,
-                       batch_size=args.adapt_batch_size, seed=args.seed, use_cpu=args.device == "cpu")
-        print(f"adapted on {len(texts)} unlabelled texts: {source}")
+                       batch_size=args.adapt_batch_size, seed=args.seed, device=args.device)
+        seen = json.loads((source / "adaptation.json").read_text())["num_texts_seen"]
+        print(f"adapted on {seen} of the {len(texts)} unlabelled texts of the training split: {source}")
     model, tokenizer = load_task_model(
         GemmaEncoderForSequenceClassification, source, cache_dir=args.cache_dir, seed=args.seed, **task.model_kwargs(),
         **knobs,
@@ -150,8 +169,8 @@ def main() -> None:
         epochs=args.epochs,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
-        learning_rate=args.lr,
-        head_learning_rate=args.head_lr,
+        learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate,
         max_length=args.max_length,
         seed=args.seed,
         checkpoints=not args.no_checkpoints,
@@ -163,14 +182,14 @@ def main() -> None:
 
     result.model.save_pretrained(output_dir / "model")
     tokenizer.save_pretrained(output_dir / "model")
-    metrics = {**result.metrics, "train_examples": float(len(train_set)), "eval_examples": float(len(val_set)),
-               "train_seconds": result.train_seconds}
+    details = {"train_examples": len(train_set), "eval_examples": len(val_set), "train_seconds": result.train_seconds}
     record = results_record(
         model=str(output_dir / "model"), task=task.name, dataset_name=task.name,
-        split=f"validation(seed={args.split_seed})", path=data_path, metrics=metrics, config=result.model.config,
+        split=f"validation(seed={args.split_seed})", path=data_path, metrics=result.metrics, details=details,
+        config=result.model.config,
     )
     write_results(output_dir / "results.json", record)
-    print(json.dumps(record["metrics"], indent=2))
+    print(json.dumps({**record["metrics"], **record["details"]}, indent=2))
     print(f"model: {output_dir / 'model'}  results: {output_dir / 'results.json'}")
 
 

@@ -1,10 +1,14 @@
 """Convert the embedded Gemma 3 270M to a bidirectional encoder and embed real sentences from SST-2.
 
     python examples/quickstart.py [--data ../shared/data/sst2/train.tsv] [--n 8]
+
+--data defaults to sst2/train.tsv in the data root named by the environment variable GEMMA_ENCODER_DATA, else in
+../shared/data beside this repository.
 """
 
 import argparse
 import csv
+import os
 from pathlib import Path
 
 import torch
@@ -12,15 +16,21 @@ from transformers import AutoModel, AutoTokenizer
 
 import gemma_encoder_hf
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "train.tsv"
+# The project's data sits beside a clone of this repository.
+DATA_ROOT = Path(os.environ.get("GEMMA_ENCODER_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "sst2" / "train.tsv",
+                        help="a TSV with a 'sentence' column (default: %(default)s)")
+    parser.add_argument("--encoder-dir", type=Path, default=Path("runs/gemma3-270m-encoder"))
+    parser.add_argument("--n", type=int, default=8)
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a TSV with a 'sentence' column")
-    parser.add_argument("--encoder-dir", type=Path, default=Path("runs/gemma3-270m-encoder"))
-    parser.add_argument("--n", type=int, default=8)
-    args = parser.parse_args()
+    args = build_parser().parse_args()
 
     if not (args.encoder_dir / "config.json").exists():
         gemma_encoder_hf.convert("embedded", args.encoder_dir)

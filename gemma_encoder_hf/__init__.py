@@ -11,17 +11,31 @@ Importing the package registers the GemmaEncoder classes with transformers' Auto
 modules.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from .integrations.conversion import PAIR_TEMPLATE_DOC, convert, prepare_tokenizer
 from .integrations.hub import push_to_hub
 from .integrations.inference import embed, score_pairs
 from .integrations.peft import register_peft_target_modules
+from .integrations.pipelines import (
+    ExtractiveQuestionAnsweringPipeline,
+    GemmaEncoderTokenClassificationPipeline,
+    register_pipelines,
+)
 from .modeling import (
     GemmaEncoderConfig,
     GemmaEncoderForMaskedLM,
+    GemmaEncoderForQuestionAnswering,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    GemmaEncoderForTokenClassification,
     GemmaEncoderModel,
     GemmaEncoderPreTrainedModel,
 )
@@ -32,9 +46,13 @@ AutoConfig.register(GemmaEncoderConfig.model_type, GemmaEncoderConfig, exist_ok=
 AutoModel.register(GemmaEncoderConfig, GemmaEncoderModel, exist_ok=True)
 AutoModelForSequenceClassification.register(GemmaEncoderConfig, GemmaEncoderForSequenceClassification, exist_ok=True)
 AutoModelForMaskedLM.register(GemmaEncoderConfig, GemmaEncoderForMaskedLM, exist_ok=True)
+AutoModelForTokenClassification.register(GemmaEncoderConfig, GemmaEncoderForTokenClassification, exist_ok=True)
+AutoModelForQuestionAnswering.register(GemmaEncoderConfig, GemmaEncoderForQuestionAnswering, exist_ok=True)
 
 # PEFT's LoraConfig (and other adapter methods) then need no `target_modules` for GemmaEncoder models.
 register_peft_target_modules()
+# `pipeline("extractive-question-answering", model=...)`: transformers 5 removed its question-answering pipeline.
+register_pipelines()
 
 __all__ = [
     "GemmaEncoderConfig",
@@ -42,7 +60,11 @@ __all__ = [
     "GemmaEncoderForSequenceClassification",
     "GemmaEncoderForRanking",
     "GemmaEncoderForMaskedLM",
+    "GemmaEncoderForTokenClassification",
+    "GemmaEncoderForQuestionAnswering",
     "GemmaEncoderPreTrainedModel",
+    "ExtractiveQuestionAnsweringPipeline",
+    "GemmaEncoderTokenClassificationPipeline",
     "PAIR_TEMPLATE_DOC",
     "convert",
     "embed",

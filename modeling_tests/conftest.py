@@ -8,6 +8,9 @@ Set GEMMA_ENCODER_TEST_CACHE to move the cache, or to an empty string to disable
 import hashlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -191,6 +194,50 @@ def make_tiny_checkpoint(kind: str, path: Path, seed: int = 0, **overrides) -> P
     return path
 
 
+def write_tiny_gemma3_gguf(decoder_dir, path):
+    """The tiny Gemma 3 decoder as a float32 GGUF file with a 128-token sentencepiece-style vocabulary, named the way
+    llama.cpp names Gemma 3 tensors (norm weights stored as 1 + w, as llama.cpp's converter writes them)."""
+    import gguf
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import Gemma2TensorProcessor, get_gguf_hf_weights_map
+
+    decoder = AutoModelForCausalLM.from_pretrained(decoder_dir, dtype=torch.float32)
+    c = decoder.config
+    gguf_names = {hf: name for name, hf in get_gguf_hf_weights_map(decoder, Gemma2TensorProcessor()).items()}
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_sliding_window(c.sliding_window)
+    writer.add_rope_freq_base(1_000_000.0)
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"\u2581w{i}" for i in range(c.vocab_size - 4)]
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_types([3, 3, 3, 2] + [1] * (len(tokens) - 4))
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    for name, tensor in decoder.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to the embedding
+        values = tensor.numpy() + (1.0 if name.endswith("norm.weight") else 0.0)
+        writer.add_tensor(gguf_names[name], values.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return decoder
+
+
 @pytest.fixture(scope="session")
 def tiny_decoder_dirs(tmp_path_factory) -> dict[str, Path]:
     """One tiny random checkpoint folder per kind in SOURCES."""
@@ -310,3 +357,27 @@ def real_native_decoder_dir(gguf_path, tmp_path_factory) -> Path:
         decoder.config.save_pretrained(out)
 
     return _cached_dir("gemma3-270m-native", tmp_path_factory, build)
+
+
+def launch_two_processes(worker: str, output_dir: Path) -> None:
+    """Run modeling_tests/<worker> in 2 processes with `accelerate launch`: DDP on CPU over gloo, `--output_dir`
+    passed to the worker.
+
+    accelerate 1.15's `--cpu` launches several processes only through mpirun (an MPI hostfile), which a plain machine
+    lacks; `--multi_gpu` with no visible GPU launches them with torchrun, and accelerate and the Trainer then run DDP on
+    CPU over gloo (the workers check that they are really distributed over 2 processes).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(port),
+        str(Path(__file__).with_name(worker)), "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    # One thread per rank: the two ranks share the machine's cores.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]

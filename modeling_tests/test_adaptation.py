@@ -16,6 +16,7 @@ from gemma_encoder_hf import (
 )
 from gemma_encoder_hf.harness.adaptation import adapt, masking_collator, read_texts
 from gemma_encoder_hf.harness.cli import main as cli_main
+from gemma_encoder_hf.harness.errors import InvalidArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -147,18 +148,20 @@ def test_fill_mask_pipeline_on_real_270m(real_encoder_dir, tokenizer):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_adapt_cli_end_to_end_on_real_270m(real_encoder_dir, tmp_path):
+def test_adapt_cli_end_to_end_on_real_270m(real_encoder_dir, tmp_path, capsys):
     """`gemma-encoder adapt` on the embedded model, offline, 2 steps: a folder that a classifier loads, changed."""
     text_file = tmp_path / "texts.txt"
     text_file.write_text("\n".join(TEXTS) + "\n\n")
     out = tmp_path / "adapted"
     code = cli_main(
-        ["adapt", str(real_encoder_dir), str(out), "--text", str(text_file), "--steps", "2", "--batch-size", "2",
-         "--max-length", "16", "--lr", "1e-4", "--cpu"]
+        ["adapt", str(real_encoder_dir), str(out), "--text", str(text_file), "--steps", "2", "--batch-size", "1",
+         "--max-length", "16", "--learning-rate", "1e-4", "--device", "cpu"]
     )
     assert code == 0
     record = json.loads((out / "adaptation.json").read_text())
     assert record["steps"] == 2 and record["num_texts"] == 4 and record["objective"] == "mntp"
+    # 2 steps of 1 text see 2 of the 4 texts, and the command says so (not "adapted on 4 texts").
+    assert record["num_texts_seen"] == 2 and "adapted on 2 of 4 texts" in capsys.readouterr().out
     assert record["mean_loss"] > 0
 
     classifier, info = GemmaEncoderForSequenceClassification.from_pretrained(
@@ -186,14 +189,15 @@ def _tiny_real_vocab_model() -> GemmaEncoderForMaskedLM:
 def test_lora_adaptation_is_merged_into_plain_weights(tokenizer, tmp_path):
     model = _tiny_real_vocab_model()
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    out = adapt(model, TEXTS, tmp_path / "lora", tokenizer=tokenizer, lora=True, steps=3, batch_size=2,
-                learning_rate=1e-2, use_cpu=True, objective="mlm")
+    out = adapt(model, TEXTS * 2, tmp_path / "lora", tokenizer=tokenizer, lora=True, steps=3, batch_size=2,
+                learning_rate=1e-2, device="cpu", objective="mlm")
     saved = load_file(out / "model.safetensors")
     assert not [k for k in saved if "lora" in k]
     assert set(saved) <= set(original)
     changed = [k for k in saved if not torch.equal(saved[k], original[k])]
     assert changed and all(k.endswith("proj.weight") for k in changed)
-    assert json.loads((out / "adaptation.json").read_text())["lora_rank"] == 16
+    record = json.loads((out / "adaptation.json").read_text())
+    assert record["lora_rank"] == 16 and record["num_texts"] == 8 and record["num_texts_seen"] == 6
     reloaded = AutoModelForMaskedLM.from_pretrained(out)
     assert reloaded.config.masked_lm_objective == "mlm"
 
@@ -208,6 +212,34 @@ def test_adapt_rejects_bad_input(tokenizer, tmp_path):
         adapt(model, TEXTS, tmp_path / "x")
     table = tmp_path / "texts.tsv"
     table.write_text("id\tsentence\n1\thello there\n")
-    with pytest.raises(ValueError, match="--column"):
+    # Library errors speak of the parameter (`column`), never of a command-line flag.
+    with pytest.raises(InvalidArgumentError, match=r"is a table: name the column .*\['id', 'sentence'\]") as info:
         read_texts(table)
+    assert info.value.argument == "column" and "--" not in str(info.value)
+    with pytest.raises(InvalidArgumentError, match=r"has no column 'sentense'; its columns are \['id', 'sentence'\]"):
+        read_texts(table, "sentense")
     assert read_texts(table, "sentence") == ["hello there"]
+    with pytest.raises(ValueError, match="device='tpu' is not supported"):
+        adapt(model, TEXTS, tmp_path / "x", tokenizer=tokenizer, device="tpu")
+
+
+def test_adapt_cli_names_the_missing_column_and_lists_the_columns(tmp_path, capsys):
+    """`adapt --column sentense`: the error says the column does not exist and lists the columns (it used to tell
+    the user to pass --column, which they had), in argparse's format, exit status 2, no traceback."""
+    table = tmp_path / "texts.tsv"
+    table.write_text("id\tsentence\n1\thello there\n")
+    assert cli_main(["adapt", "embedded", str(tmp_path / "out"), "--text", str(table), "--column", "sentense"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gemma-encoder adapt: error: argument --column: ")
+    assert "has no column 'sentense'; its columns are ['id', 'sentence']" in err and "Traceback" not in err
+
+
+def test_adapt_cli_without_data_root_says_how_to_give_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GEMMA_ENCODER_DATA", raising=False)
+    assert cli_main(["adapt", "embedded", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gemma-encoder adapt: error: argument --data: No data root given")
+    assert "GEMMA_ENCODER_DATA" in err
+    monkeypatch.setenv("GEMMA_ENCODER_DATA", str(tmp_path / "nowhere"))
+    assert cli_main(["adapt", "embedded", str(tmp_path / "out")]) == 2
+    assert f"GEMMA_ENCODER_DATA={tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err

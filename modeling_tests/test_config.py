@@ -33,7 +33,7 @@ def test_unknown_choice_names_field_and_allowed_values(field, value, allowed):
         ({"pooling_k": 0}, "pooling_k"),
         ({"classifier_dropout": 1.5}, "classifier_dropout"),
         ({"hidden_dropout": -0.1}, "hidden_dropout"),
-        ({"attention_pooling_num_heads": 3}, "must divide hidden_size"),
+        ({"pooling": "attention", "attention_pooling_num_heads": 3}, "must divide hidden_size"),
         ({"ranking_loss": "listwise", "ranking_group_size": 1}, "ranking_group_size must be >= 2"),
         ({"num_hidden_layers": 2, "layer_types": ["full_attention"]}, "one entry per layer"),
         ({"num_hidden_layers": 1, "layer_types": ["local"]}, "layer_types"),

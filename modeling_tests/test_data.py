@@ -1,14 +1,17 @@
 """Data readers on the real shared files, deterministic splits, user tables and ranking groups."""
 
 import json
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gemma_encoder_hf.harness import data
+from gemma_encoder_hf.harness.errors import InvalidArgumentError, PathNotFoundError
 
-ROOT = data.DEFAULT_DATA_ROOT
+ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
 
 
@@ -27,7 +30,7 @@ needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data fold
 )
 def test_glue_readers_match_provenance(task, rows, label_counts, pair):
     spec = data.get_task(task)
-    pool = data.load_glue(spec)
+    pool = data.load_glue(spec, ROOT)
     assert len(pool) == rows
     assert ("text_pair" in pool.column_names) == pair == spec.is_pair
     if label_counts is not None:
@@ -74,21 +77,103 @@ def test_not_a_beir_folder(tmp_path):
         data.load_reranking(tmp_path)
 
 
-@needs_data
-def test_validation_split_is_deterministic_stratified_and_budget_independent():
+@pytest.fixture(scope="module")
+def sst2_split():
     spec = data.get_task("sst2")
-    pool = data.load_glue(spec)
-    train_a, val_a = data.train_validation_split(pool, spec, seed=0)
-    train_b, val_b = data.train_validation_split(pool, spec, seed=0)
-    _, val_c = data.train_validation_split(pool, spec, seed=1)
-    assert len(val_a) == 2_000 and len(train_a) == len(pool) - 2_000  # 10% capped at 2,000
-    assert val_a["text"] == val_b["text"] and train_a["text"][:100] == train_b["text"][:100]
-    assert val_a["text"] != val_c["text"]
+    pool = data.load_glue(spec, ROOT)
+    return pool, data.train_validation_split(pool, spec, seed=0)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+@needs_data
+def test_sst2_validation_is_full_sentences_like_the_dev_set(sst2_split):
+    """The official dev set is 872 full sentences (444 positive), mean 19.5 words; the training file is mostly their
+    sub-phrases (mean 9.4). The validation split must look like dev, not like the training file."""
+    pool, (train, validation) = sst2_split
+    assert len(validation) == 872
+    lengths = [len(t.split()) for t in validation["text"]]
+    assert abs(np.mean(lengths) - 19.5) < 2.0 and np.median(lengths) >= 16
+    assert np.mean([len(t.split()) for t in pool["text"]]) < 10  # what a random split would have measured
+    assert abs(np.mean(validation["label"]) - 444 / 872) < 0.03
+    # Full sentences: no validation row is a sub-phrase of any other row of the pool.
+    padded_pool = [f" {t} " for t in set(pool["text"])]
+    for sentence in validation["text"][:40]:
+        assert sum(f" {sentence} " in other for other in padded_pool) == 1, sentence
+
+
+@needs_data
+def test_sst2_training_side_holds_no_piece_of_a_validation_sentence(sst2_split):
+    pool, (train, validation) = sst2_split
+    pieces = set()
+    for sentence in validation["text"]:
+        words = _words(sentence)
+        pieces.update(words[i:j] for i in range(len(words)) for j in range(i + 1, len(words) + 1))
+    assert not any(_words(t) in pieces for t in train["text"])
+    # ... and nothing else was dropped: every pool row is on one side or is a piece of a validation sentence.
+    assert len(train) == sum(_words(t) not in pieces for t in pool["text"])
+    assert len(train) > 50_000  # the pieces are a small part of the pool
+
+
+@needs_data
+def test_sst2_split_is_deterministic_and_seeded(sst2_split):
+    pool, (train, validation) = sst2_split
+    spec = data.get_task("sst2")
+    train_b, validation_b = data.dev_shaped_split(pool, spec, seed=0)
+    assert validation_b["text"] == validation["text"] and len(train_b) == len(train)
+    _, validation_c = data.dev_shaped_split(pool, spec, seed=1)
+    assert validation_c["text"] != validation["text"]
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "task, dev_size, tolerance",
+    [("mrpc", 408, 15), ("rte", 277, 15), ("stsb", 1_500, 100), ("qnli", 546, 20), ("cola", 527, 0)],
+)
+def test_dev_shaped_splits_of_the_other_tasks(task, dev_size, tolerance):
+    spec = data.get_task(task)
+    pool = data.load_glue(spec, ROOT)
+    train, validation = data.train_validation_split(pool, spec, seed=0)
+    assert abs(len(validation) - dev_size) <= tolerance
+    assert len(train) + len(validation) == len(pool)
+    again_train, again = data.train_validation_split(pool, spec, seed=0)
+    assert again["text"] == validation["text"] and again_train["text"] == train["text"]
+    if spec.is_pair:
+        # No text, first or second of a pair, on both sides of the split.
+        train_texts = set(train["text"]) | set(train["text_pair"])
+        assert not (set(validation["text"]) | set(validation["text_pair"])) & train_texts
+    # Same form as the pool: lengths and labels (or scores) distributed alike.
+    for column in ["text", "text_pair"] if spec.is_pair else ["text"]:
+        mean_words = np.mean([len(t.split()) for t in pool[column]])
+        assert abs(np.mean([len(t.split()) for t in validation[column]]) - mean_words) < 0.1 * mean_words
+    assert abs(np.mean(validation["label"]) - np.mean(pool["label"])) < (0.15 if task == "stsb" else 0.03)
+    # The budgets the benchmarks ask for fit in the training side.
+    assert len(train) >= {"cola": 8_000, "rte": 2_200}.get(task, 2_000)
+
+
+@needs_data
+def test_explicit_validation_size_is_a_random_stratified_split():
+    spec = data.get_task("sst2")
+    pool = data.load_glue(spec, ROOT)
+    train, validation = data.train_validation_split(pool, spec, validation_size=0.1, seed=0)
+    assert len(validation) == 2_000 and len(train) == len(pool) - 2_000  # 10% capped at 2,000
     positive_share = np.mean(pool["label"])
-    assert abs(np.mean(val_a["label"]) - positive_share) < 0.001  # stratified
-    small = data.subsample(train_a, 500, spec, seed=0)
-    assert len(small) == 500 and small["text"] == data.subsample(train_a, 500, spec, seed=0)["text"]
+    assert abs(np.mean(validation["label"]) - positive_share) < 0.001  # stratified
+    small = data.subsample(train, 500, spec, seed=0)
+    assert len(small) == 500 and small["text"] == data.subsample(train, 500, spec, seed=0)["text"]
     assert abs(np.mean(small["label"]) - positive_share) < 0.01
+    # A user's own data (no dev set to imitate) gets the random split by default.
+    mine = data.custom_task("mine", num_labels=2)
+    _, validation = data.train_validation_split(pool.select(range(1_000)), mine, seed=0)
+    assert len(validation) == 100
+
+
+def test_full_sentence_rows_finds_rows_no_other_row_contains():
+    texts = ["a b c d .", "b c", "c d", "a b c d .", "x y", "y", "b d", "c d e"]
+    # "b c" and "c d" sit inside "a b c d ."; "y" inside "x y"; "b d" is not contiguous anywhere; "c d e" is new.
+    assert data.full_sentence_rows(texts).tolist() == [0, 3, 4, 6, 7]
 
 
 def test_user_tables_tsv_csv_jsonl(tmp_path):
@@ -105,8 +190,11 @@ def test_user_tables_tsv_csv_jsonl(tmp_path):
     assert csv_rows["text"][0] == "what, with comma?" and csv_rows["label"] == [1, 0]
     assert data.load_table(tmp_path / "a.jsonl", spec, **columns)["label"] == [1, 0]
 
-    with pytest.raises(ValueError, match=r"no column\(s\) \['sentence', 'label'\].*--text-column"):
+    # Library terms: the parameter that named the missing column, and the columns there are; no CLI flag.
+    with pytest.raises(InvalidArgumentError, match=r"no column 'sentence' \(text_column\), 'label' \(label_column\); "
+                       r"its columns are \['q', 'd', 'y'\]") as info:
         data.load_table(tmp_path / "a.tsv", spec, text_column="sentence")
+    assert info.value.argument == "text_column" and "--" not in str(info.value)
     (tmp_path / "bad.tsv").write_text("q\td\ty\nx\ty\tmaybe\n")
     with pytest.raises(ValueError, match="'maybe' is neither a class id nor one of"):
         data.load_table(tmp_path / "bad.tsv", spec, **columns)
@@ -134,3 +222,43 @@ def test_ranking_groups_use_bm25_hard_negatives():
         assert all(d in top for d in ids[1:]) or len(top) < 30
     with pytest.raises(ValueError, match="at least one negative"):
         data.ranking_groups(train, 1)
+
+
+def test_integer_labels_that_are_not_class_ids_become_classes_in_ascending_order(tmp_path):
+    """1-5 stars with num_labels=5 (the example in finetune_glue.py's help): star 1 -> id 0 ... star 5 -> id 4, and
+    the star values are the class names (id2label), instead of "label 5 is outside [0, 5)"."""
+    rows = [("great", 5), ("awful", 1), ("fine", 3), ("good", 4), ("meh", 2), ("superb", 5)]
+    (tmp_path / "reviews.csv").write_text("review,stars\n" + "".join(f"{t},{s}\n" for t, s in rows))
+    spec = data.custom_task("reviews", num_labels=5)
+    reviews = data.load_table(tmp_path / "reviews.csv", spec, text_column="review", label_column="stars")
+    assert reviews["label"] == [4, 0, 2, 3, 1, 4]
+    task = spec.with_labels_of(reviews)
+    assert task.model_kwargs()["id2label"] == {0: "1", 1: "2", 2: "3", 3: "4", 4: "5"}
+    # Splits keep the class names.
+    train, _ = data.train_validation_split(reviews, task, validation_size=1, seed=0)
+    assert spec.with_labels_of(train).label_names == ("1", "2", "3", "4", "5")
+    # Ids 0..n-1 stay ids, and names given by the user stay theirs.
+    (tmp_path / "ids.csv").write_text("review,stars\na,0\nb,1\n")
+    ids = data.load_table(tmp_path / "ids.csv", data.custom_task("ids", num_labels=2), text_column="review",
+                          label_column="stars")
+    assert ids["label"] == [0, 1] and ids.features["label"].names == ["0", "1"]
+    # Three distinct values cannot be five classes: say so.
+    (tmp_path / "three.csv").write_text("review,stars\na,1\nb,3\nc,5\n")
+    with pytest.raises(InvalidArgumentError, match=r"labels \[1, 3, 5\] are not class ids 0..4, and there are 3 "):
+        data.load_table(tmp_path / "three.csv", spec, text_column="review", label_column="stars")
+
+
+def test_no_data_root_baked_into_the_package(tmp_path, monkeypatch):
+    """The data root is an argument or GEMMA_ENCODER_DATA; without either the error says how to give one."""
+    monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
+    assert not hasattr(data, "DEFAULT_DATA_ROOT")
+    with pytest.raises(InvalidArgumentError, match="pass data_root .* or set the environment variable "
+                       "GEMMA_ENCODER_DATA") as info:
+        data.load_glue("sst2")
+    assert info.value.argument == "data_root"
+    with pytest.raises(PathNotFoundError, match="holds no sst2/train.tsv"):
+        data.load_glue("sst2", tmp_path)
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path))
+    assert data.load_glue("sst2")["label"] == [1, 0]

@@ -114,8 +114,10 @@ def test_saved_folder_has_complete_auto_map_and_source_files(model_class, tmp_pa
         "AutoConfig": "configuration_gemma_encoder.GemmaEncoderConfig",
         "AutoModel": "modeling_gemma_encoder.GemmaEncoderModel",
         "AutoModelForMaskedLM": "modeling_gemma_encoder.GemmaEncoderForMaskedLM",
+        "AutoModelForQuestionAnswering": "modeling_gemma_encoder.GemmaEncoderForQuestionAnswering",
         "AutoModelForSequenceClassification": "modeling_gemma_encoder."
         + (expected_seq_cls or "GemmaEncoderForSequenceClassification"),
+        "AutoModelForTokenClassification": "modeling_gemma_encoder.GemmaEncoderForTokenClassification",
     }
     for name in SOURCE_FILES:
         shipped = (tmp_path / name).read_text()
@@ -315,7 +317,14 @@ def test_reload_without_package_reproduces_logits(pushed, hub, hub_env, tmp_path
     assert out["classes"]["lora_base"].startswith("transformers_modules.")
     resaved = json.loads((tmp_path / "resaved" / "config.json").read_text())["auto_map"]
     assert resaved["AutoModelForSequenceClassification"] == "modeling_gemma_encoder.GemmaEncoderForRanking"
-    assert set(resaved) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+    assert set(resaved) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForMaskedLM",
+        "AutoModelForQuestionAnswering",
+        "AutoModelForSequenceClassification",
+        "AutoModelForTokenClassification",
+    }
     pushed_files = hub.repos[RANKER_REPO].resolve("main").files
     for name in SOURCE_FILES:
         assert (tmp_path / "resaved" / name).read_bytes() == pushed_files[name].content
@@ -324,3 +333,72 @@ def test_reload_without_package_reproduces_logits(pushed, hub, hub_env, tmp_path
             assert torch.equal(out["logits"][name][key], logits), f"{name}/{key} logits differ after the round trip"
     # The adapter changed the classifier: reproducing its logits means the LoRA weights, pooler and head came back.
     assert not torch.equal(pushed["reference"]["lora"]["single"], pushed["reference"]["classifier"]["single"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The README's first snippet, and a decoder that is a Hub id (tiny models)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_with_tokenizer(tiny_decoder_dirs, tmp_path_factory) -> Path:
+    """The tiny Gemma 3 decoder folder with the (raw, `<bos> A <bos> B`) Gemma tokenizer of its GGUF twin beside it,
+    as a decoder repo on the Hub holds."""
+    import shutil
+
+    from transformers import GemmaTokenizer
+
+    from conftest import write_tiny_gemma3_gguf
+
+    root = tmp_path_factory.mktemp("decoder_with_tokenizer")
+    write_tiny_gemma3_gguf(tiny_decoder_dirs["gemma3"], root / "tiny.gguf")
+    folder = Path(shutil.copytree(tiny_decoder_dirs["gemma3"], root / "decoder"))
+    GemmaTokenizer.from_pretrained(str(root), gguf_file="tiny.gguf").save_pretrained(folder)
+    return folder
+
+
+def test_readme_snippet_pushes_a_fresh_conversion(tiny_decoder_with_tokenizer, hub, hub_env):
+    raw = AutoTokenizer.from_pretrained(tiny_decoder_with_tokenizer)
+    assert raw("w", "x")["input_ids"].count(raw.bos_token_id) == 2  # the decoder's own pair template
+
+    # As the README shows it (a local decoder folder instead of "google/gemma-2-2b").
+    model = gemma_encoder_hf.GemmaEncoderForSequenceClassification.from_decoder(
+        str(tiny_decoder_with_tokenizer),
+        num_labels=2, pooling="mean", attention="bidirectional")
+    gemma_encoder_hf.push_to_hub(model, "me/gemma2-encoder-sst2")
+
+    pushed = AutoTokenizer.from_pretrained("me/gemma2-encoder-sst2")
+    ids = pushed("w", "x")["input_ids"]
+    assert ids.count(pushed.bos_token_id) == 1 and pushed.eos_token_id in ids
+    assert pushed.model_max_length == 2048
+    reloaded = AutoModelForSequenceClassification.from_pretrained("me/gemma2-encoder-sst2").eval()
+    batch = pushed(["w x", "x"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, model.eval()(**batch).logits)
+
+
+def test_lora_flow_from_a_decoder_hub_id(tiny_decoder_dirs, hub, hub_env, tmp_path):
+    """from_decoder("namespace/decoder") -> LoRA -> save -> AutoPeftModel reload, the decoder fetched from the Hub."""
+    from peft import AutoPeftModelForSequenceClassification, LoraConfig, get_peft_model
+
+    HfApi().create_repo("google/gemma-tiny", exist_ok=True)
+    HfApi().upload_folder(repo_id="google/gemma-tiny", folder_path=str(tiny_decoder_dirs["gemma3"]))
+    model = GemmaEncoderForSequenceClassification.from_decoder("google/gemma-tiny", num_labels=3, pooling="attention")
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8))
+    with torch.no_grad():  # stand-in for training: move every trainable weight
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05)
+    input_ids = torch.tensor([[2, 5, 9, 11, 1], [2, 7, 8, 1, 0]])
+    attention_mask = (input_ids != 0).long()
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    model.save_pretrained(tmp_path / "adapter")
+
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter").eval()
+    assert reloaded.get_base_model().config.pooling == "attention"
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(input_ids=input_ids, attention_mask=attention_mask).logits, expected, atol=1e-6, rtol=1e-6
+        )

@@ -14,8 +14,10 @@ from transformers import AutoTokenizer
 
 from gemma_encoder_hf import (
     GemmaEncoderConfig,
+    GemmaEncoderForQuestionAnswering,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    GemmaEncoderForTokenClassification,
 )
 from gemma_encoder_hf.harness.cli import main as cli_main
 from gemma_encoder_hf.integrations.model_card import (
@@ -153,7 +155,13 @@ def test_usage_snippets_run_as_written_without_package(real_encoder_dir, tmp_pat
     """Each card's snippet is cut out of the rendered README and executed against the saved folder it names."""
     tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
     snippets = {}
-    for model_class in (GemmaEncoderForSequenceClassification, GemmaEncoderForRanking, GemmaEncoderModel):
+    for model_class in (
+        GemmaEncoderForSequenceClassification,
+        GemmaEncoderForRanking,
+        GemmaEncoderModel,
+        GemmaEncoderForTokenClassification,
+        GemmaEncoderForQuestionAnswering,
+    ):
         folder = tmp_path / model_class.__name__
         model_class(tiny_config(vocab_size=len(tokenizer), pooling="attention")).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -185,7 +193,7 @@ def test_usage_snippets_run_as_written_without_package(real_encoder_dir, tmp_pat
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=500,  # five snippets, each loading the 33 MB Gemma tokenizer
     )
     assert result.returncode == 0, result.stderr[-5000:]
     assert "custom code" not in result.stdout + result.stderr  # no trust_remote_code prompt on the way
@@ -195,3 +203,6 @@ def test_usage_snippets_run_as_written_without_package(real_encoder_dir, tmp_pat
     ranking_lines = sections["GemmaEncoderForRanking"].strip().splitlines()
     assert len(ranking_lines) == 2 and all(re.match(r"\s*-?\d+\.\d{3}  \S", line) for line in ranking_lines)
     assert sections["GemmaEncoderModel"].strip() == "torch.Size([2, 64])"
+    # Random heads: any entities (possibly none) as the pipeline's list of dicts; an answer cut from the context.
+    assert sections["GemmaEncoderForTokenClassification"].strip().startswith("[")
+    assert sections["GemmaEncoderForQuestionAnswering"].strip() in "Angela Müller flew from Hamburg to São Paulo."

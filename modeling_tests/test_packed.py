@@ -79,9 +79,12 @@ def test_packed_matches_padded(tiny_decoder_dirs, generation, attention, impleme
     padded = run(model, "never", input_ids=input_ids, attention_mask=attention_mask)
     packed = run(model, "always", input_ids=input_ids, attention_mask=attention_mask)
     real = attention_mask.bool()
-    # Packed outputs hold exact zeros at padding positions: proof that the packed path really ran.
-    assert packed.last_hidden_state[~real].abs().max() == 0
-    assert padded.last_hidden_state[~real].abs().max() > 0
+    # Each mode really took its path, and both leave exact zeros at padding positions.
+    for mode, takes_packed_path in (("never", False), ("always", True)):
+        model.config.packed_execution = mode
+        assert (model._packed_layout(attention_mask, None) is not None) == takes_packed_path
+    for output in (padded, packed):
+        assert all(h[~real].abs().max() == 0 for h in (output.last_hidden_state, *output.hidden_states))
     for layer, (a, b) in enumerate(zip(padded.hidden_states, packed.hidden_states)):
         assert (a[real] - b[real]).abs().max() <= TOLERANCE, f"hidden state {layer} differs"
     assert (padded.pooler_output - packed.pooler_output).abs().max() <= TOLERANCE

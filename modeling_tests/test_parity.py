@@ -1,6 +1,10 @@
 """Numerical parity with transformers' own models (fp32, padded batches): Gemma, Gemma2, Gemma3Text and Gemma4Text
 decoders in causal mode, Gemma 3 / Gemma 4 with use_bidirectional_attention, and the bidirectional encoders of T5Gemma
-and T5Gemma 2."""
+and T5Gemma 2.
+
+Every comparison runs both execution paths (`packed_execution`): "never" keeps the padded computation, "always" packs
+the real tokens; left to "auto", a batch of these tests would only ever take the packed path (>= 10% padding).
+"""
 
 import pytest
 import torch

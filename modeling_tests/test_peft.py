@@ -15,7 +15,12 @@ from peft import (
 )
 from peft.tuners.lora import LoraLayer
 
-from gemma_encoder_hf import GemmaEncoderForSequenceClassification, GemmaEncoderModel
+from gemma_encoder_hf import (
+    GemmaEncoderForMaskedLM,
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+    GemmaEncoderModel,
+)
 
 
 @pytest.fixture(
@@ -129,3 +134,135 @@ def test_adapter_on_a_base_encoder_reloads_with_the_head_settings(tiny_decoder_d
     torch.testing.assert_close(eval_logits(auto, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
     with pytest.raises(RuntimeError, match="Error"):
         AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The headline flow, in the order a newcomer runs it: from_decoder -> get_peft_model -> Trainer -> save -> reload
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _flow_dataset(head: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[dict]:
+    """Labelled rows in the form each head's loss takes (the ranker: one listwise group of 8 per step)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(len(input_ids)):
+        row = {"input_ids": input_ids[i], "attention_mask": attention_mask[i]}
+        if head == "classifier":
+            row["labels"] = torch.tensor(i % 2)
+        elif head == "ranker":
+            row["labels"] = torch.tensor(float(i % 8 == 0))
+        elif head == "masked-lm":
+            row["labels"] = torch.where(torch.rand(len(input_ids[i]), generator=generator) < 0.3, input_ids[i], -100)
+            row["labels"][attention_mask[i] == 0] = -100
+        else:  # base model: regress the first pooled feature on a target
+            row["labels"] = torch.randn(1, generator=generator)
+        rows.append(row)
+    return rows
+
+
+def _pooled_feature_loss(outputs, labels, num_items_in_batch=None):
+    return torch.nn.functional.mse_loss(outputs.pooler_output[:, :1], labels)
+
+
+FLOW_HEADS = {
+    # head: (class, LoraConfig task_type, AutoPeft class name, config overrides)
+    "classifier": (GemmaEncoderForSequenceClassification, "SEQ_CLS", "AutoPeftModelForSequenceClassification",
+                   {"num_labels": 2, "pooling": "attention"}),
+    "ranker": (GemmaEncoderForRanking, "SEQ_CLS", "AutoPeftModelForSequenceClassification", {"pooling": "last"}),
+    "base": (GemmaEncoderModel, "FEATURE_EXTRACTION", "AutoPeftModelForFeatureExtraction", {"pooling": "attention"}),
+    # PEFT has no masked-LM task type: without one, the adapter records the base class and AutoPeftModel imports it
+    # (from an allowed package).
+    "masked-lm": (GemmaEncoderForMaskedLM, None, "AutoPeftModel", {}),
+}
+
+
+def _outputs(model, input_ids, attention_mask) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+    return out.pooler_output if "pooler_output" in out else out.logits
+
+
+@pytest.mark.parametrize(
+    "generation, head",
+    [("gemma3", head) for head in FLOW_HEADS] + [("gemma", "classifier"), ("gemma2", "ranker")],
+)
+def test_lora_flow_from_a_decoder_folder_saves_and_reloads(tiny_decoder_dirs, tmp_path, generation, head):
+    import peft
+    from transformers import Trainer, TrainingArguments
+
+    model_class, task_type, auto_name, overrides = FLOW_HEADS[head]
+    decoder_dir = tiny_decoder_dirs[generation]
+    model = model_class.from_decoder(decoder_dir, **overrides)
+    model = get_peft_model(model, LoraConfig(task_type=task_type, r=4, lora_alpha=8))
+
+    input_ids, attention_mask = random_batch(128, batch=8, seq=12, seed=4)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, max_steps=2, learning_rate=5e-2,
+        use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        # The base model's forward takes no labels: keep them for compute_loss_func.
+        remove_unused_columns=head != "base", label_names=["labels"],
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=_flow_dataset(head, input_ids, attention_mask),
+        compute_loss_func=_pooled_feature_loss if head == "base" else None,
+    )
+    trainer.train()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b), "training must move the adapters"
+    expected = _outputs(model, input_ids, attention_mask)
+
+    adapter_dir = tmp_path / "adapter"
+    model.save_pretrained(adapter_dir)
+
+    auto_class = getattr(peft, auto_name)
+    extra = {"import_allowlist": ["gemma_encoder_hf"]} if auto_name == "AutoPeftModel" else {}
+    auto = auto_class.from_pretrained(adapter_dir, **extra)
+    # The Auto class serves a ranker as GemmaEncoderForSequenceClassification (same modules, same scores).
+    expected_class = GemmaEncoderForSequenceClassification if head == "ranker" else model_class
+    assert type(auto.get_base_model()) is expected_class
+    torch.testing.assert_close(_outputs(auto, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
+
+    base = model_class.from_decoder(decoder_dir, **overrides)
+    reloaded = PeftModel.from_pretrained(base, adapter_dir)
+    torch.testing.assert_close(_outputs(reloaded, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("probe", ["query", "kv"])
+def test_adapter_with_attention_pooling_refuses_a_base_without_it(tiny_decoder_dirs, tmp_path, probe):
+    """The docs' head (attention pooling) on a plain encoder folder, reloaded without the head settings: the trained
+    pooler cannot fit a mean-pooling model, and the reload says so instead of scoring with mean pooling."""
+    GemmaEncoderModel.from_decoder(tiny_decoder_dirs["gemma3"]).save_pretrained(tmp_path / "base")
+    head = dict(num_labels=2, pooling="attention", attention_pooling_probe=probe)
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "base", **head)
+    get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8)).save_pretrained(tmp_path / "adapter")
+
+    with pytest.raises(RuntimeError, match=rf"trained with attention \({probe} probes\) pooling.*pooling='attention'"):
+        AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter")
+    with pytest.raises(RuntimeError, match="GemmaEncoderMeanPooler"):
+        PeftModel.from_pretrained(GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "base"),
+                                  tmp_path / "adapter")
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter", **head)
+    assert reloaded.get_base_model().config.pooling == "attention"
+
+
+def test_lora_flow_from_a_gguf_file_reloads(tiny_decoder_dirs, tmp_path):
+    """A GGUF source is recorded too: the adapter's base is converted from the same file again, same new head."""
+    from conftest import write_tiny_gemma3_gguf
+
+    gguf_path = tmp_path / "decoder" / "tiny.gguf"
+    gguf_path.parent.mkdir()
+    write_tiny_gemma3_gguf(tiny_decoder_dirs["gemma3"], gguf_path)
+    model = GemmaEncoderModel.from_decoder(gguf_path, pooling="attention", attention_pooling_probe="kv")
+    model = get_peft_model(model, LoraConfig(task_type="FEATURE_EXTRACTION", r=4, lora_alpha=8))
+    with torch.no_grad():  # stand-in for training
+        next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.1)
+    input_ids, attention_mask = random_batch(128, batch=3, seq=10, seed=5)
+    expected = _outputs(model, input_ids, attention_mask)
+    model.save_pretrained(tmp_path / "adapter")
+
+    from peft import AutoPeftModelForFeatureExtraction
+
+    # The pooler is not part of a FEATURE_EXTRACTION adapter: it comes back equal because conversion is seeded.
+    reloaded = AutoPeftModelForFeatureExtraction.from_pretrained(tmp_path / "adapter")
+    torch.testing.assert_close(_outputs(reloaded, input_ids, attention_mask), expected, atol=1e-6, rtol=1e-6)

@@ -188,7 +188,7 @@ def test_embed_sorts_batches_and_restores_order(base_model, real_encoder_dir, to
         expected = torch.cat([model(**tokenizer(t, return_tensors="pt")).pooler_output for t in texts])
     got = embed(model, tokenizer, texts, batch_size=2, show_progress_bar=False)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    normalized = embed(model, tokenizer, texts, batch_size=3, normalize=True, show_progress_bar=False)
+    normalized = embed(model, tokenizer, texts, batch_size=3, normalize_embeddings=True, show_progress_bar=False)
     torch.testing.assert_close(normalized, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5, rtol=1e-4)
     assert embed(model, tokenizer, [], show_progress_bar=False).shape == (0, model.config.hidden_size)
 
@@ -216,6 +216,13 @@ def test_embed_and_score_pairs_on_task_models(saved_models, tokenizer):
         pooled = ranker.score.pooler(ranker.model(**encoded).last_hidden_state, encoded["attention_mask"])
     torch.testing.assert_close(embed(ranker, tokenizer, SINGLE[:1], show_progress_bar=False), pooled)
     assert ranker.training is False
+
+
+def test_score_pairs_on_a_model_without_a_classification_head_says_what_to_load(base_model, tokenizer):
+    """It raised `AttributeError: ... has no attribute 'logits'`."""
+    with pytest.raises(TypeError, match=r"GemmaEncoderModel is not a sequence classifier.*"
+                                        r"AutoModelForSequenceClassification.*use `embed` for pooled vectors"):
+        score_pairs(base_model, tokenizer, [("a query", "a document")], show_progress_bar=False)
 
 
 def test_bad_inputs_raise_clear_errors(saved_models, tokenizer):

@@ -125,3 +125,43 @@ def test_cross_encoder_predict_and_rank_match_ranker(saved_ranker):
     assert [hit["corpus_id"] for hit in ranking] == torch.argsort(logits, descending=True).tolist()
     for hit in ranking:
         assert hit["score"] == pytest.approx(torch.sigmoid(logits[hit["corpus_id"]]).item(), abs=1e-5)
+
+
+# KV-probe pooling is left out: with a random head every pair gets the same logit to 1e-6, so agreement could not fail.
+@pytest.mark.parametrize("pooling", [p for p in POOLINGS if p != "attention-kv"])
+def test_pair_scores_agree_across_pipeline_cross_encoder_and_score_pairs(pooling, tokenizer, tokenizer_files, tmp_path):
+    """The same (text, text_pair) gets the same logit from `pipeline("text-classification")`, `CrossEncoder` and
+    `score_pairs`, for every pooling: all three join the pair with the tokenizer's `<bos> A <eos> B` template and pool
+    over real tokens only, however the batch is padded."""
+    from transformers import pipeline
+
+    from gemma_encoder_hf import score_pairs
+
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification(tiny_config(tokenizer, num_labels=1, **POOLINGS[pooling])).eval()
+    with torch.no_grad():  # a random head's logits are ~1e-5, below any tolerance: scale its MLP up
+        for name, parameter in model.score.named_parameters():
+            if not name.startswith("pooler."):
+                parameter.mul_(30.0)
+    model.save_pretrained(tmp_path)
+    shutil.copytree(tokenizer_files, tmp_path, dirs_exist_ok=True)
+    pairs = [(QUERY, doc) for doc in DOCUMENTS]
+
+    # Reference: the template built by hand, each pair alone (no padding).
+    def by_hand(text: str, text_pair: str) -> list[int]:
+        ids = tokenizer([text, text_pair], add_special_tokens=False)["input_ids"]
+        return [tokenizer.bos_token_id, *ids[0], tokenizer.eos_token_id, *ids[1]]
+
+    with torch.inference_mode():
+        expected = torch.cat([model(input_ids=torch.tensor([by_hand(*p)])).logits[:, 0] for p in pairs])
+
+    scored = score_pairs(model, tokenizer, pairs, batch_size=2, show_progress_bar=False)
+    cross_encoder = CrossEncoder(str(tmp_path), device="cpu")
+    crossed = torch.as_tensor(cross_encoder.predict(pairs, batch_size=2, activation_fn=torch.nn.Identity()))
+    classifier = pipeline("text-classification", model=str(tmp_path), device="cpu")
+    piped = torch.tensor([r["score"] for r in classifier(
+        [{"text": a, "text_pair": b} for a, b in pairs], batch_size=2, function_to_apply="none")])
+    for got in (scored, crossed, piped):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    # The pairs score differently, so an agreement on one constant would not pass.
+    assert expected.std() > 1e-3

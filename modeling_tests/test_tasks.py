@@ -5,6 +5,8 @@ the real Gemma 3 270M (`real_encoder_dir`) over 16 SST-2 rows and 2 SciFact quer
 """
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +23,9 @@ from gemma_encoder_hf import (
     GemmaEncoderConfig,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
-    cli,
-    data,
 )
-from gemma_encoder_hf.harness.evaluation import predict_logits, ranking_metrics, task_metrics
+from gemma_encoder_hf.harness import cli, data, evaluation
+from gemma_encoder_hf.harness.evaluation import ranking_metrics, task_metrics
 from gemma_encoder_hf.harness.training import (
     RankingCollator,
     TrainingConfig,
@@ -33,9 +34,12 @@ from gemma_encoder_hf.harness.training import (
     finetune_reranker,
     load_task_model,
 )
+from gemma_encoder_hf.integrations.inference import predict_logits, score_pairs
+from gemma_encoder_hf.integrations.model_card import build_model_card, load_results
+from test_docs import DOCS, commands
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT = data.DEFAULT_DATA_ROOT
+ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
 
 
@@ -109,12 +113,12 @@ def test_optimizer_gives_the_head_its_own_learning_rate(tiny_encoder_dir):
 
 def test_finetune_classifier_learns_and_restores_the_best_checkpoint(tiny_encoder_dir, tmp_path):
     task = data.get_task("sst2")
-    rows = data.subsample(data.load_glue(task), 32, task, seed=0)
+    rows = data.subsample(data.load_glue(task, ROOT), 32, task, seed=0)
     model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, **task.model_kwargs())
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
-    before = task_metrics(task, predict_logits(model, tokenizer, rows["text"]), np.asarray(rows["label"]))
+    before = task_metrics(task, predict_logits(model, tokenizer, rows["text"]).numpy(), np.asarray(rows["label"]))
     config = TrainingConfig(output_dir=tmp_path, epochs=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
-                            max_length=48, freeze_embeddings=True, show_progress=False, device="cpu")
+                            max_length=48, freeze_embeddings=True, show_progress_bar=False, device="cpu")
     result = finetune_classifier(model, tokenizer, task, rows, rows, config)  # fits its own training rows
     assert set(result.metrics) == {"accuracy", "f1", "loss"}
     assert result.metrics["accuracy"] >= 0.9 > before["accuracy"]
@@ -133,7 +137,7 @@ def test_ranking_collator_and_reranker_training(tiny_encoder_dir, tmp_path):
 
     model = GemmaEncoderForRanking.from_pretrained(tiny_encoder_dir, ranking_group_size=4)
     config = TrainingConfig(output_dir=tmp_path, epochs=2, batch_size=2, max_length=64, learning_rate=1e-3,
-                            show_progress=False, device="cpu")
+                            show_progress_bar=False, device="cpu")
     result = finetune_reranker(model, tokenizer, groups, config)
     assert np.isfinite(result.metrics["train_loss"]) and result.trainer.state.global_step > 0
     wrong = GemmaEncoderForRanking.from_pretrained(tiny_encoder_dir, ranking_group_size=8)
@@ -151,28 +155,74 @@ def test_load_task_model_draws_the_new_head_from_its_seed(tiny_encoder_dir):
     assert not torch.equal(head(3), head(4))
 
 
-def test_finetune_glue_example_and_evaluate_score_the_same_rows(tiny_encoder_dir, tmp_path):
-    """The example carves the validation split; `gemma-encoder evaluate` with the same seed re-scores those rows;
-    running the same command again (a new process) trains the same weights."""
-    def run_example(out):
-        command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
-                   str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
-                   "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out)]
-        subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
-        return load_file(out / "model" / "model.safetensors")
+def test_evaluation_scores_through_the_inference_runner(tiny_encoder_dir, tmp_path, capsys):
+    """`gemma-encoder evaluate` and `score_pairs` share one batched runner: on the same pairs and length limit they
+    give bit-identical scores (so identical metrics), and evaluation shows the runner's progress bar."""
+    task = data.get_task("stsb")
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, **task.model_kwargs())
+    model.save_pretrained(tmp_path / "stsb")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    tokenizer.save_pretrained(tmp_path / "stsb")
+    assert cli.main(["evaluate", str(tmp_path / "stsb"), "--task", "stsb", "--data", str(ROOT), "--max-examples",
+                     "24", "--max-length", "20", "--batch-size", "5", "--device", "cpu",
+                     "--out", str(tmp_path / "stsb.json")]) == 0
+    assert re.search(r"score: 100%.*5/5", capsys.readouterr().err)  # 24 pairs in batches of 5
+    record = json.loads((tmp_path / "stsb.json").read_text())
 
-    out = tmp_path / "rte"
-    weights, again = run_example(out), run_example(tmp_path / "rte-again")
+    _, validation = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
+    rows = data.subsample(validation, 24, task, seed=0)
+    scores = score_pairs(model, tokenizer, list(zip(rows["text"], rows["text_pair"])), batch_size=5, max_length=20,
+                         show_progress_bar=False)
+    assert record["metrics"] == task_metrics(task, scores.numpy(), np.asarray(rows["label"]))
+    assert torch.equal(evaluation.predict_logits(model, tokenizer, rows["text"], rows["text_pair"], batch_size=5,
+                                                 max_length=20, show_progress_bar=False).squeeze(-1), scores)
+
+    # Reranking goes through the same runner: its run holds exactly score_pairs' scores.
+    reranking = data.load_reranking(ROOT / "scifact", "test").restrict(2, 3)
+    run = evaluation.rerank(model, tokenizer, reranking, batch_size=4, max_length=20, show_progress_bar=False)
+    pairs = [(q, d) for q, cands in reranking.candidates.items() for d, _ in cands]
+    expected = score_pairs(model, tokenizer, [(reranking.queries[q], reranking.corpus[d]) for q, d in pairs],
+                           batch_size=4, max_length=20, show_progress_bar=False)
+    assert [run[q][d] for q, d in pairs] == expected.tolist()
+    with pytest.raises(ValueError, match="has no rows"):
+        evaluation.evaluate_classifier(model, tokenizer, rows.select([]), task)
+
+
+def test_finetune_glue_example_writes_what_the_docs_say(tiny_encoder_dir, tmp_path, monkeypatch):
+    """The README's main job (on the tiny encoder, 2 steps), then every documented `gemma-encoder` command on its
+    output, run as written: every `runs/glue-sst2/...` path the docs name exists afterwards; `gemma-encoder evaluate`
+    re-scores the validation rows the example carved (same accuracy); the same command in a new process trains the
+    same weights; the model card publishes the model's metrics only."""
+    main_job = next(tokens for doc, tokens in commands() if doc == "README.md" and "finetune_glue.py" in tokens[1])
+    command = [sys.executable, str(REPO / main_job[1]), *main_job[2:], "--model", str(tiny_encoder_dir),
+               "--max-steps", "2", "--device", "cpu"]
+    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run([*command, "--output-dir", "again"], check=True, cwd=tmp_path, capture_output=True)
+    weights, again = (load_file(tmp_path / out / "model" / "model.safetensors") for out in ("runs/glue-sst2", "again"))
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
-    record = json.loads((out / "results.json").read_text())
-    assert record["task"] == "rte" and record["dataset"]["split"] == "validation(seed=0)"
-    assert record["config"]["attention"] == "bidirectional" and record["metrics"]["eval_examples"] == 12
 
-    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-examples", "12", "--max-length", "48",
-                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
-    again = json.loads((tmp_path / "eval.json").read_text())
-    assert again["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
-    assert set(again) == {"model", "task", "dataset", "metrics", "config"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(ROOT))
+    documented = [tokens for _, tokens in commands()
+                  if tokens[0] == "gemma-encoder" and "runs/glue-sst2/model" in tokens]
+    assert {tokens[1] for tokens in documented} == {"evaluate", "card"}
+    for tokens in documented:
+        assert cli.main([*tokens[1:], *(["--device", "cpu"] if tokens[1] == "evaluate" else [])]) == 0, tokens
+    named = {path for doc in DOCS for path in re.findall(r"runs/glue-sst2/[\w./-]*\w", doc.read_text())}
+    assert {"runs/glue-sst2/model", "runs/glue-sst2/results.json", "runs/glue-sst2/eval.json"} <= named
+    assert [path for path in sorted(named) if not (tmp_path / path).exists()] == []
+
+    record = json.loads((tmp_path / "runs/glue-sst2/results.json").read_text())
+    assert record["task"] == "sst2" and record["dataset"]["split"] == "validation(seed=0)"
+    assert record["config"]["attention"] == "bidirectional" and record["details"]["eval_examples"] == 256
+    evaluated = json.loads((tmp_path / "runs/glue-sst2/eval.json").read_text())
+    assert evaluated["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+    assert set(evaluated) == {"model", "task", "dataset", "metrics", "details", "config"}
+    # The card built from the main job's results.json: no counts or timings among the model-index metrics.
+    card = build_model_card(GemmaEncoderConfig.from_pretrained(tmp_path / "runs/glue-sst2/model"), model_id="me/sst2",
+                            results=load_results([tmp_path / "runs/glue-sst2/results.json"]))
+    assert {result.metric_type for result in card.data.eval_results} == {"accuracy", "f1", "loss"}
 
 
 def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_dir, tmp_path):
@@ -193,7 +243,40 @@ def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_di
     original = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(adapted.state_dict()[q], original.state_dict()[q])
-    assert json.loads((out / "results.json").read_text())["metrics"]["eval_examples"] == 12
+    assert json.loads((out / "results.json").read_text())["details"]["eval_examples"] == 12
+
+
+def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_dir, tmp_path):
+    """`run_glue` (what `gemma-encoder finetune --task T SOURCE OUT` runs) adapts on the training split, fine-tunes with
+    the task's recipe and scores the dev-shaped validation split; `evaluate` re-scores the same rows. The recipe's 150
+    adaptation steps are cut to 2 here (CI time); everything else is the task's recipe."""
+    import dataclasses
+
+    from gemma_encoder_hf.harness.glue import GLUE_RECIPES, run_glue
+
+    recipe = dataclasses.replace(GLUE_RECIPES["rte"], adapt_steps=2)
+    out = tmp_path / "rte"
+    record = run_glue("rte", tiny_encoder_dir, out, 16, recipe=recipe, device="cpu", show_progress_bar=False)
+    assert record["metrics"] == json.loads((out / "results.json").read_text())["metrics"]
+    assert record["recipe"] == dataclasses.asdict(recipe)
+    assert json.loads((out / "adapted" / "adaptation.json").read_text())["steps"] == 2
+    task = data.get_task("rte")
+    _, validation = data.train_validation_split(data.load_glue(task), task, seed=0)
+    assert record["metrics"]["train_examples"] == 16 and record["metrics"]["eval_examples"] == len(validation)
+    assert record["config"]["attention"] == recipe.attention and record["config"]["pooling"] == recipe.pooling
+
+    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-length", str(recipe.max_length),
+                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+
+
+def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
+    assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(tmp_path), "--train-examples", "0"]) == 2
+    assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        cli.main(["finetune", "--task", "mnli", str(tiny_encoder_dir), str(tmp_path)])
+    assert error.value.code == 2 and "invalid choice: 'mnli'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -209,14 +292,14 @@ def test_evaluate_cli_sst2_real_model(real_encoder_dir, tmp_path):
     tokenizer.save_pretrained(tmp_path / "clf")
 
     assert cli.main(["evaluate", str(tmp_path / "clf"), "--task", "sst2", "--max-examples", "16", "--device", "cpu",
-                     "--out", str(tmp_path / "sst2.json")]) == 0
+                     "--data", str(ROOT), "--out", str(tmp_path / "sst2.json")]) == 0
     record = json.loads((tmp_path / "sst2.json").read_text())
     assert record["dataset"] == {"name": "sst2", "split": "validation(seed=0)", "path": str(ROOT / "sst2/train.tsv")}
-    assert record["config"]["model_type"] == "gemma_encoder" and record["metrics"]["num_examples"] == 16
+    assert record["config"]["model_type"] == "gemma_encoder" and record["details"]["num_examples"] == 16
 
     # Independent check: the same 16 rows scored one at a time (no padding, no length sorting).
     task = data.get_task("sst2")
-    _, val = data.train_validation_split(data.load_glue(task), task, seed=0)
+    _, val = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
     rows = data.subsample(val, 16, task, seed=0)
     model.eval()
     with torch.inference_mode():
@@ -231,13 +314,14 @@ def test_evaluate_cli_rerank_real_model(real_encoder_dir, tmp_path):
     assert cli.main(["evaluate", str(tmp_path / "ranker"), "--rerank", str(ROOT / "scifact"), "--max-queries", "2",
                      "--top-k", "5", "--max-length", "128", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
     record = json.loads((tmp_path / "r.json").read_text())
-    metrics = record["metrics"]
-    assert record["task"] == "rerank" and metrics["num_queries"] == 2 and metrics["top_k"] == 5
+    metrics, details = record["metrics"], record["details"]
+    assert record["task"] == "rerank" and details["num_queries"] == 2 and details["top_k"] == 5
+    assert set(metrics) == {"ndcg@10", "mrr@10"}  # BM25's scores are details, not the model's metrics
 
     subset = data.load_reranking(ROOT / "scifact", "test").restrict(2, 5)
     qrels = Qrels(subset.qrels)
     bm25 = Run({q: dict(c) for q, c in subset.candidates.items()})
-    assert metrics["bm25_ndcg@10"] == pytest.approx(evaluate(qrels, bm25, "ndcg@10"))
+    assert details["bm25_ndcg@10"] == pytest.approx(evaluate(qrels, bm25, "ndcg@10"))
     # Re-score each pair alone: the reranker's metrics must come from these scores.
     model = GemmaEncoderForRanking.from_pretrained(tmp_path / "ranker").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ranker")
@@ -250,7 +334,15 @@ def test_evaluate_cli_rerank_real_model(real_encoder_dir, tmp_path):
 
 
 def test_evaluate_cli_errors(tmp_path, capsys):
-    assert cli.main(["evaluate", str(tmp_path), "--task", "sst2", "--rerank", str(tmp_path)]) == 2
-    assert "exactly one of --task" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", str(tmp_path), "--task", "sst2", "--rerank", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --rerank: not allowed with argument --task" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path), "--rerank", str(tmp_path)]) == 2
-    assert "not a BEIR folder" in capsys.readouterr().err
+    assert "error: argument --rerank: " in capsys.readouterr().err
+    # A missing model folder is named as such, not sent to the Hub ("Repo id must be in the form ...").
+    missing = tmp_path / "runs" / "glue-sst2" / "modle"
+    assert cli.main(["evaluate", str(missing), "--task", "sst2", "--data", str(ROOT), "--max-examples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gemma-encoder evaluate: error: argument model: No such folder: {missing}")
+    assert "Repo id" not in err

@@ -1,14 +1,10 @@
 """Training integrations: gradient checkpointing and DDP through `accelerate launch` with the Trainer."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_batch, tiny_encoder_config
+from conftest import launch_two_processes, random_batch, tiny_encoder_config
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification
 
@@ -62,27 +58,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(pooling, checkpoint_kwa
         torch.testing.assert_close(checkpointed[name], grad, atol=1e-5, rtol=0, msg=name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_end_with_identical_weights(tmp_path):
-    # accelerate 1.15's `--cpu` launches several processes only through mpirun (an MPI hostfile), which a plain
-    # machine lacks; `--multi_gpu` with no visible GPU launches them with torchrun, and accelerate and the Trainer
-    # then run DDP on CPU over gloo (the worker checks it is really distributed over 2 processes).
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        str(WORKER), "--output_dir", str(tmp_path),
-    ]  # fmt: skip
-    # One thread per rank: the two ranks share the machine's cores.
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    launch_two_processes(WORKER.name, tmp_path)
 
     init = torch.load(tmp_path / "init.pt")
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")

@@ -34,7 +34,8 @@ from transformers import (
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 from ..integrations.conversion import from_decoder, load_decoder_tokenizer
-from .data import DEFAULT_DATA_ROOT, _read_rows
+from .data import _read_rows, resolve_data_root
+from .errors import InvalidArgumentError, PathNotFoundError
 from ..modeling.modeling_gemma_encoder import GemmaEncoderForMaskedLM, GemmaEncoderPreTrainedModel
 
 # The generic corpus a user without their own unlabelled text can adapt on offline: 5,000 MS MARCO web passages
@@ -65,6 +66,7 @@ class AdaptationRecord:
     lora_rank: int | None
     train_embeddings: bool
     num_texts: int
+    num_texts_seen: int
     seed: int
     device: str
     train_seconds: float
@@ -85,17 +87,21 @@ def read_texts(path: str | os.PathLike, column: str | None = None) -> list[str]:
     Blank texts are dropped; nothing else is filtered or deduplicated.
     """
     path = Path(path)
+    if not path.is_file():
+        raise PathNotFoundError("path", f"{path} does not exist.")
     if path.suffix.lower() == ".txt" and column is None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist.")
         texts = path.read_text(encoding="utf-8").splitlines()
     else:
         rows = _read_rows(path)
         if not rows:
             raise ValueError(f"{path} has no rows.")
-        if column is None or column not in rows[0]:
-            raise ValueError(
-                f"{path} is a table: name the column that holds the text with --column (columns: {list(rows[0])})."
+        if column is None:
+            raise InvalidArgumentError(
+                "column", f"{path} is a table: name the column that holds the text (its columns: {list(rows[0])})."
+            )
+        if column not in rows[0]:
+            raise InvalidArgumentError(
+                "column", f"{path} has no column {column!r}; its columns are {list(rows[0])}."
             )
         texts = [str(row[column]) for row in rows]
     texts = [t.strip() for t in texts if t and t.strip()]
@@ -104,13 +110,15 @@ def read_texts(path: str | os.PathLike, column: str | None = None) -> list[str]:
     return texts
 
 
-def default_corpus(data_root: str | os.PathLike = DEFAULT_DATA_ROOT) -> list[str]:
-    """The offline generic corpus: MS MARCO passages from `<data_root>/msmarco-dl19-subset/corpus.jsonl`."""
-    path = Path(data_root) / DEFAULT_CORPUS
+def default_corpus(data_root: str | os.PathLike | None = None) -> list[str]:
+    """The offline generic corpus: MS MARCO passages from `<data_root>/msmarco-dl19-subset/corpus.jsonl`.
+
+    `data_root` defaults to the environment variable GEMMA_ENCODER_DATA.
+    """
+    path = resolve_data_root(data_root) / DEFAULT_CORPUS
     if not path.is_file():
-        raise FileNotFoundError(
-            f"The default adaptation corpus {path} is missing; pass --data pointing at the project's data folder, or "
-            "your own unlabelled text with --text."
+        raise PathNotFoundError(
+            "data_root", f"The data root holds no default adaptation corpus ({path} does not exist)."
         )
     return read_texts(path, DEFAULT_CORPUS_COLUMN)
 
@@ -232,7 +240,7 @@ def adapt(
     warmup_ratio: float = 0.1,
     seed: int = 0,
     bf16: bool | None = None,
-    use_cpu: bool = False,
+    device: str | None = None,
     logging_steps: int = 10,
 ) -> Path:
     """Adapt an encoder to bidirectional attention on unlabelled `texts` and save it to `output_dir`.
@@ -248,7 +256,8 @@ def adapt(
             `config.masked_lm_objective`, so the saved model's `fill-mask` matches what it was trained for.
         masking: `"mask"` (every selected token becomes `<mask>`) or `"bert"` (80/10/10).
         mask_rate: fraction of (non-special) tokens selected for prediction.
-        steps: optimizer steps (one batch of `batch_size` texts each; the texts are cycled as needed).
+        steps: optimizer steps (one batch of `batch_size` texts each; the texts are cycled as needed, so the run
+            sees `min(steps * batch_size, len(texts))` distinct texts: `num_texts_seen` in `adaptation.json`).
         learning_rate: peak learning rate of a linear warmup + linear decay schedule.
         batch_size / max_length: texts per step, and tokens per text (longer texts are truncated).
         lora: `False` or 0 (train all backbone weights), `True` (rank-16 LoRA on every projection), a rank, or a
@@ -257,13 +266,15 @@ def adapt(
         attention: the attention the encoder is adapted (and later used) with.
         seed: seeds masking, shuffling and LoRA init.
         bf16: mixed precision; defaults to True on a CUDA GPU with bf16 support, False on CPU.
-        use_cpu: run on CPU even when a GPU is present.
+        device: `"cpu"` or `"cuda"`; None: CUDA when available.
 
     Returns:
         `output_dir` as a Path.
     """
     if objective not in ("mntp", "mlm"):
         raise ValueError(f"objective={objective!r} is not supported; use 'mntp' or 'mlm'.")
+    if device not in (None, "cpu", "cuda"):
+        raise InvalidArgumentError("device", f"device={device!r} is not supported; use 'cpu', 'cuda' or None.")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps ({steps}) and batch_size ({batch_size}) must be >= 1.")
     texts = [t for t in texts if t and t.strip()]
@@ -282,7 +293,9 @@ def adapt(
         remove_columns=["text"],
     )
     train_model, lora_rank = _trainable_setup(model, lora, train_embeddings)
-    cuda = torch.cuda.is_available() and not use_cpu
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "cuda" and not cuda:
+        raise InvalidArgumentError("device", "device='cuda' was asked for but torch sees no CUDA GPU.")
     if bf16 is None:
         bf16 = cuda and torch.cuda.is_bf16_supported()
 
@@ -299,7 +312,7 @@ def adapt(
             save_strategy="no",
             report_to=[],
             bf16=bf16,
-            use_cpu=use_cpu,
+            use_cpu=not cuda,
             seed=seed,
             data_seed=seed,
             dataloader_drop_last=len(dataset) >= batch_size,
@@ -332,6 +345,7 @@ def adapt(
         lora_rank=lora_rank,
         train_embeddings=train_embeddings,
         num_texts=len(texts),
+        num_texts_seen=min(steps * batch_size, len(texts)),
         seed=seed,
         device="cuda" if cuda else "cpu",
         train_seconds=round(train_seconds, 2),

@@ -10,17 +10,21 @@ qrels, BM25 candidates) and the construction of ranking training groups. Every l
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset
-from sklearn.model_selection import train_test_split
+from datasets import ClassLabel, Dataset, Features, Value
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-# `<repo>/../shared/data`: where the project's real data sits beside a clone of this repository.
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .errors import InvalidArgumentError, PathNotFoundError
+
+# The data root (the folder holding sst2/, cola/, ..., scifact/) when a function is not given one.
+DATA_ENV_VAR = "GEMMA_ENCODER_DATA"
 
 CLASSIFICATION = "single_label_classification"
 REGRESSION = "regression"
@@ -62,6 +66,14 @@ class TaskSpec:
     def is_pair(self) -> bool:
         return self.pair_column is not None
 
+    def with_labels_of(self, dataset: Dataset) -> TaskSpec:
+        """This task with the class names a loader recorded in `dataset` (its `label` column's `ClassLabel`), e.g.
+        the star values of a 1-5 star file; unchanged for regression."""
+        feature = dataset.features.get("label")
+        if not isinstance(feature, ClassLabel):
+            return self
+        return dataclasses.replace(self, label_names=tuple(feature.names))
+
     def model_kwargs(self) -> dict:
         """Config overrides for a classifier of this task (`num_labels`, `problem_type`, label maps)."""
         kwargs = {"num_labels": self.num_labels, "problem_type": self.problem_type}
@@ -102,6 +114,25 @@ GLUE_TASKS: dict[str, TaskSpec] = {
 }
 
 
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """The data root: `data_root` when given, else the environment variable GEMMA_ENCODER_DATA."""
+    if data_root is None:
+        if not os.environ.get(DATA_ENV_VAR):
+            raise InvalidArgumentError(
+                "data_root",
+                f"No data root given: pass data_root (the folder holding the task folders such as sst2/ and "
+                f"scifact/) or set the environment variable {DATA_ENV_VAR}.",
+            )
+        root = Path(os.environ[DATA_ENV_VAR])
+        if not root.is_dir():
+            raise PathNotFoundError("data_root", f"{DATA_ENV_VAR}={root} is not a folder; point it at the data root.")
+        return root
+    root = Path(data_root)
+    if not root.is_dir():
+        raise PathNotFoundError("data_root", f"The data root {root} is not a folder.")
+    return root
+
+
 def get_task(name: str) -> TaskSpec:
     try:
         return GLUE_TASKS[name.lower()]
@@ -137,7 +168,7 @@ def custom_task(
 def _read_rows(path: Path, column_names: tuple[str, ...] | None = None) -> list[dict]:
     """Rows of a TSV/CSV/JSONL file as dicts. GLUE TSVs contain raw quotes, so delimited files are read verbatim."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass --data pointing at the data root or at the file itself.")
+        raise FileNotFoundError(f"{path} does not exist.")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         with path.open(encoding="utf-8") as f:
@@ -155,48 +186,78 @@ def _read_rows(path: Path, column_names: tuple[str, ...] | None = None) -> list[
     return [dict(zip(header, row)) for row in rows if row]
 
 
-def _table_to_dataset(rows: list[dict], task: TaskSpec, source: str, text_column: str, pair_column: str | None,
+def _class_ids(raw_labels: list, task: TaskSpec, source: str) -> tuple[list[int], tuple[str, ...]]:
+    """Class ids of a classification column, and the class names in id order.
+
+    Labels are names from `task.label_names`, or class ids 0..num_labels-1. A task with no names of its own (a
+    custom task's default names are its ids) whose labels are other integers, e.g. 1-5 stars, gets one class per
+    distinct value in ascending order (1 -> id 0, ..., 5 -> id 4), and those values become the class names.
+    """
+    names = task.label_names
+    label2id = {name: i for i, name in enumerate(names)}
+    ids, named = [], False
+    for row, raw in enumerate(raw_labels):
+        text = str(raw).strip()
+        if text in label2id and (task.string_labels or not text.isdigit()):
+            ids.append(label2id[text])
+            named = True
+            continue
+        try:
+            ids.append(int(raw))
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                "label_column",
+                f"{source} row {row}: label {raw!r} is neither a class id nor one of the class names {list(names)}.",
+            ) from None
+    if all(0 <= i < task.num_labels for i in ids):
+        return ids, names
+    values = sorted(set(ids))
+    if not named and names == tuple(str(i) for i in range(task.num_labels)) and len(values) == task.num_labels:
+        value2id = {value: i for i, value in enumerate(values)}
+        return [value2id[i] for i in ids], tuple(str(value) for value in values)
+    raise InvalidArgumentError(
+        "label_column",
+        f"{source}: the labels {values[:10]} are not class ids 0..{task.num_labels - 1}, and there are {len(values)} "
+        f"distinct values for num_labels={task.num_labels}; give num_labels equal to the number of classes, or the "
+        "class names (label_names) when the labels are names.",
+    )
+
+
+def _table_to_dataset(rows, task: TaskSpec, source: str, text_column: str, pair_column: str | None,
                       label_column: str) -> Dataset:
     if not rows:
         raise ValueError(f"{source} has no data rows.")
-    columns = [c for c in (text_column, pair_column, label_column) if c]
-    missing = [c for c in columns if c not in rows[0]]
+    columns = {"text_column": text_column, "pair_column": pair_column, "label_column": label_column}
+    available = list(rows[0])
+    missing = {argument: column for argument, column in columns.items() if column and column not in available}
     if missing:
-        raise ValueError(
-            f"{source} has no column(s) {missing}; its columns are {list(rows[0])}. Pass the right "
-            "--text-column/--pair-column/--label-column."
+        described = ", ".join(f"{column!r} ({argument})" for argument, column in missing.items())
+        raise InvalidArgumentError(
+            next(iter(missing)), f"{source} has no column {described}; its columns are {available}."
         )
-    texts, pairs, labels = [], [], []
-    label2id = {name: i for i, name in enumerate(task.label_names or ())}
-    for i, row in enumerate(rows):
-        raw = row[label_column]
-        if task.problem_type == REGRESSION:
-            label = float(raw)
-        elif isinstance(raw, str) and raw.strip() in label2id and (task.string_labels or not raw.strip().isdigit()):
-            label = label2id[raw.strip()]
-        else:
-            try:
-                label = int(raw)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{source} row {i}: label {raw!r} is neither a class id nor one of {list(label2id)}."
-                ) from None
-            if not 0 <= label < task.num_labels:
-                raise ValueError(f"{source} row {i}: label {label} is outside [0, {task.num_labels}).")
-        texts.append(str(row[text_column]))
-        if pair_column:
-            pairs.append(str(row[pair_column]))
-        labels.append(label)
-    data = {"text": texts, "label": labels}
+    raw_labels = [row[label_column] for row in rows]
+    data = {"text": [str(row[text_column]) for row in rows]}
+    features = {"text": Value("string")}
     if pair_column:
-        data["text_pair"] = pairs
-    return Dataset.from_dict(data)
+        data["text_pair"] = [str(row[pair_column]) for row in rows]
+        features["text_pair"] = Value("string")
+    if task.problem_type == REGRESSION:
+        data["label"], features["label"] = [float(raw) for raw in raw_labels], Value("float64")
+    else:
+        data["label"], names = _class_ids(raw_labels, task, source)
+        features["label"] = ClassLabel(names=list(names))
+    return Dataset.from_dict(data, features=Features(features))
 
 
-def load_glue(task: str | TaskSpec, data_root: str | Path = DEFAULT_DATA_ROOT) -> Dataset:
-    """The training pool of a GLUE task from `<data_root>/<task>/...` (see `GLUE_TASKS` for each file)."""
+def load_glue(task: str | TaskSpec, data_root: str | os.PathLike | None = None) -> Dataset:
+    """The training pool of a GLUE task from `<data_root>/<task>/...` (see `GLUE_TASKS` for each file).
+
+    `data_root` defaults to the environment variable GEMMA_ENCODER_DATA.
+    """
     spec = get_task(task) if isinstance(task, str) else task
-    path = Path(data_root) / spec.file
+    path = resolve_data_root(data_root) / spec.file
+    if not path.is_file():
+        raise PathNotFoundError("data_root", f"{path} does not exist: the data root holds no {spec.file}.")
     rows = _read_rows(path, spec.column_names)
     return _table_to_dataset(rows, spec, str(path), spec.text_column, spec.pair_column, spec.label_column)
 
@@ -209,8 +270,15 @@ def load_table(
     pair_column: str | None = None,
     label_column: str = "label",
 ) -> Dataset:
-    """A user's TSV, CSV or JSONL file with the given columns (labels: ids, or names from `task.label_names`)."""
+    """A user's TSV, CSV or JSONL file with the given columns.
+
+    Classification labels are class ids, names from `task.label_names`, or (for a task without names, e.g.
+    `custom_task`'s default) any `num_labels` distinct integers such as 1-5 stars, numbered in ascending order. The
+    `label` column is a `ClassLabel` holding the class names: `task.with_labels_of(dataset)` takes them over.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise PathNotFoundError("path", f"{path} does not exist.")
     return _table_to_dataset(_read_rows(path), task, str(path), text_column, pair_column, label_column)
 
 
@@ -235,15 +303,24 @@ def train_validation_split(
     dataset: Dataset,
     task: TaskSpec,
     *,
-    validation_size: int | float = 0.1,
+    validation_size: int | float | None = None,
     seed: int = 0,
     max_validation: int | None = 2000,
 ) -> tuple[Dataset, Dataset]:
-    """Carve a deterministic validation split from a training pool (stratified by label for classification).
+    """Carve a deterministic validation split from a training pool.
+
+    With `validation_size=None` (the default), a GLUE task's pool is split by `dev_shaped_split`: a validation set
+    shaped like the task's official dev set (SST-2: full sentences; pairs: no sentence on both sides), the split
+    every example, benchmark and `gemma-encoder evaluate` use. Any other data, or an explicit `validation_size`
+    (a fraction or a count, capped at `max_validation`), gets a random split stratified by label.
 
     The split depends only on the pool, `validation_size` and `seed`: subsampling the training part afterwards
     (`subsample`) never changes the validation set, so runs with different training budgets are comparable.
     """
+    if validation_size is None:
+        if task.name in DEV_SHAPES and task.file is not None:
+            return dev_shaped_split(dataset, task, seed=seed)
+        validation_size = 0.1
     n = len(dataset)
     size = int(round(validation_size * n)) if isinstance(validation_size, float) else int(validation_size)
     if max_validation is not None:
@@ -256,6 +333,135 @@ def train_validation_split(
     stratify = labels if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 else None
     train_idx, val_idx = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
     return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Validation splits shaped like the official GLUE dev sets
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DevShape:
+    """What a task's official dev set looks like, and so what its carved validation split imitates.
+
+    Attributes:
+        size: rows of the official dev set (the validation split's target size).
+        kind: `"sentences"`: full sentences only, and no piece of them left in training (a treebank's phrase table,
+            SST-2); `"pairs"`: pairs that share a text stay on one side, labels (or rounded scores) stratified;
+            `"random"`: a stratified random sample, for a dev set drawn like the training rows.
+    """
+
+    size: int
+    kind: str
+
+
+# Facts about the dev sets from each folder's PROVENANCE.md:
+# - SST-2: dev is 872 full sentences (444 positive, mean 19.5 words); the training file is mostly their sub-phrases
+#   (mean 9.4 words). The rows that are no sub-phrase of another row are the full sentences (6,885 rows, mean 19.4).
+# - CoLA: dev's in-domain half (527 rows) comes from the same 17 publications as train, drawn like it; 527 rather
+#   than all 1,043 leaves the 8,000 training sentences the benchmarks ask for.
+# - MRPC (408 pairs), RTE (277), STS-B (1,500): drawn from the same corpora as train; some sentences occur in several
+#   pairs (137 MRPC sentences, 99 RTE premises, 227 STS-B first sentences), which must not straddle the split.
+# - QNLI: the pool is half of the official dev set (the other half is the test); questions and paragraph sentences
+#   recur across pairs. A fifth of the pool (546) leaves the 2,000 training pairs the benchmarks ask for.
+DEV_SHAPES: dict[str, DevShape] = {
+    "sst2": DevShape(872, "sentences"),
+    "cola": DevShape(527, "random"),
+    "mrpc": DevShape(408, "pairs"),
+    "rte": DevShape(277, "pairs"),
+    "stsb": DevShape(1500, "pairs"),
+    "qnli": DevShape(546, "pairs"),
+}
+
+
+def dev_shaped_split(dataset: Dataset, task: TaskSpec, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, validation) of a GLUE task's pool, the validation side shaped like the official dev set.
+
+    See `DEV_SHAPES` for what each task's split imitates. Deterministic in (pool, seed); no validation text, and for
+    SST-2 no sub-phrase of a validation sentence, is left in the training side.
+    """
+    shape = DEV_SHAPES[task.name]
+    if shape.kind == "sentences":
+        train_idx, val_idx = _full_sentence_split(dataset, task, shape.size, seed)
+    elif shape.kind == "pairs":
+        train_idx, val_idx = _grouped_pair_split(dataset, task, shape.size, seed)
+    else:
+        labels = np.asarray(dataset["label"])
+        train_idx, val_idx = train_test_split(
+            np.arange(len(dataset)), test_size=shape.size, random_state=seed, stratify=labels
+        )
+    return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+def _spans(words: tuple[str, ...]):
+    """Every contiguous word span of `words` shorter than the whole."""
+    n = len(words)
+    for length in range(1, n):
+        for start in range(n - length + 1):
+            yield words[start : start + length]
+
+
+def full_sentence_rows(texts: list[str]) -> np.ndarray:
+    """Indices of the rows that are no word-level sub-phrase of another row: in a treebank's phrase table (SST-2's
+    training file), the full sentences.
+
+    Rows are visited longest first, so a row already found inside a longer one is never expanded: only the full
+    sentences' spans are enumerated.
+    """
+    words = [tuple(t.split()) for t in texts]
+    rows = set(words)
+    contained: set[tuple[str, ...]] = set()
+    for row in sorted(rows, key=len, reverse=True):
+        if row in contained:
+            continue
+        contained.update(span for span in _spans(row) if span in rows)
+    return np.array([i for i, w in enumerate(words) if w not in contained], dtype=np.int64)
+
+
+def _full_sentence_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    texts = dataset["text"]
+    labels = np.asarray(dataset["label"])
+    candidates = full_sentence_rows(texts)
+    # Duplicated sentences count once, so the same sentence can't be drawn into validation and left in training.
+    _, first = np.unique(np.array(texts, dtype=object)[candidates], return_index=True)
+    candidates = candidates[np.sort(first)]
+    if len(candidates) <= size:
+        raise ValueError(f"{task.name}: only {len(candidates)} full-sentence rows, fewer than the {size} wanted.")
+    _, val_idx = train_test_split(candidates, test_size=size, random_state=seed, stratify=labels[candidates])
+    # A validation sentence's sub-phrases (and the sentence itself) are training rows too: drop them, or the model
+    # would be scored on sentences whose pieces it was trained on.
+    leaked = set()
+    for i in val_idx:
+        words = tuple(texts[i].split())
+        leaked.add(words)
+        leaked.update(_spans(words))
+    train_idx = np.array([i for i, t in enumerate(texts) if tuple(t.split()) not in leaked], dtype=np.int64)
+    return train_idx, val_idx
+
+
+def _grouped_pair_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fold of `StratifiedGroupKFold` whose groups are the connected components of "shares a text": a text
+    (first or second of a pair) never appears on both sides. Strata: the label, or the rounded score (regression)."""
+    texts = dataset["text"]
+    pairs = dataset["text_pair"] if "text_pair" in dataset.column_names else texts
+    parent: dict[str, str] = {}
+
+    def root(text: str) -> str:
+        while parent.setdefault(text, text) != text:
+            parent[text] = parent[parent[text]]
+            text = parent[text]
+        return text
+
+    for a, b in zip(texts, pairs):
+        parent[root(a)] = root(b)
+    roots = {r: g for g, r in enumerate(dict.fromkeys(root(t) for t in texts))}
+    groups = np.array([roots[root(t)] for t in texts])
+    labels = np.asarray(dataset["label"])
+    strata = np.rint(labels).astype(np.int64) if task.problem_type == REGRESSION else labels
+    n_splits = max(2, round(len(dataset) / size))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(np.zeros(len(dataset)), strata, groups))
+    return train_idx, val_idx
 
 
 def subsample(dataset: Dataset, n: int | None, task: TaskSpec, seed: int = 0) -> Dataset:
@@ -341,8 +547,10 @@ def load_reranking(directory: str | Path, split: str = "test") -> RerankingSet:
     """A BEIR folder's split: `corpus.jsonl`, `queries.<split>.jsonl`, `qrels/<split>.tsv`, BM25 candidates."""
     directory = Path(directory)
     if not (directory / "corpus.jsonl").is_file():
-        raise FileNotFoundError(
-            f"{directory} is not a BEIR folder (no corpus.jsonl); pass e.g. ../shared/data/scifact."
+        raise PathNotFoundError(
+            "directory",
+            f"{directory} is not a BEIR folder: it has no corpus.jsonl (a BEIR folder holds corpus.jsonl, "
+            "queries.<split>.jsonl, qrels/<split>.tsv and candidates/bm25_top100.<split>.tsv).",
         )
     candidates_path = directory / "candidates" / f"bm25_top100.{split}.tsv"
     return RerankingSet(

@@ -2,20 +2,23 @@
 """Scoring models on tasks: per-task metrics, classifier evaluation, BM25-candidate reranking, JSON results.
 
 Owns: metric computation (scikit-learn, scipy and ranx do the arithmetic; nothing here re-implements a metric),
-running a model over a labelled dataset or over a reranking set's candidates, and the results file that the
-model-card generator reads. Results schema (one JSON object per file):
+scoring a model on a labelled dataset or on a reranking set's candidates (through the package's one batched inference
+runner, `integrations.inference.predict_logits`, with a progress bar), and the results file that the model-card
+generator reads. Results schema (one JSON object per file):
 
     {"model": str, "task": str,
      "dataset": {"name": str, "split": str, "path": str},
-     "metrics": {name: float},
+     "metrics": {name: float},        # the model's quality metrics only: each becomes a model-index entry
+     "details": {name: float},        # optional: counts, timings, baselines (e.g. BM25's nDCG@10)
      "config": {"attention": str, "pooling": str, ...}}
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,8 +30,9 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..integrations.inference import predict_logits, score_pairs
 from .data import REGRESSION, RerankingSet, TaskSpec
-from ..integrations.inference import score_pairs
+from .errors import InvalidArgumentError, PathNotFoundError
 
 RANKING_METRICS = ("ndcg@10", "mrr@10")
 
@@ -103,52 +107,11 @@ def ranking_metrics(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _use_bf16(device: torch.device) -> bool:
+def _autocast(model: PreTrainedModel) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA, as in training (never fp16: Gemma 3 overflows); CPU keeps the model's dtype."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    text_pairs: Sequence[str] | None = None,
-    *,
-    batch_size: int = 32,
-    max_length: int = 256,
-    show_progress: bool = False,
-) -> np.ndarray:
-    """Logits (n, num_labels) for texts or text pairs, in input order.
-
-    Inputs are sorted by length and batched, so padding (and wasted compute) stays small.
-    """
-    if text_pairs is not None and len(text_pairs) != len(texts):
-        raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text pairs; give one pair per text.")
-    model.eval()
     device = next(model.parameters()).device
-    order = np.argsort([-(len(t) + (len(text_pairs[i]) if text_pairs is not None else 0)) for i, t in enumerate(texts)])
-    out: list[np.ndarray | None] = [None] * len(texts)
-    batches = range(0, len(order), batch_size)
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="scoring", unit="batch")
-    for start in batches:
-        idx = order[start : start + batch_size]
-        encoded = tokenizer(
-            [texts[i] for i in idx],
-            [text_pairs[i] for i in idx] if text_pairs is not None else None,
-            padding=True,
-            truncation="longest_first",
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_use_bf16(device)):
-            logits = model(**encoded).logits.float().cpu().numpy()
-        for row, i in enumerate(idx):
-            out[i] = logits[row]
-    return np.stack(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def evaluate_classifier(
@@ -159,6 +122,7 @@ def evaluate_classifier(
     *,
     batch_size: int = 32,
     max_length: int = 256,
+    show_progress_bar: bool = True,
 ) -> dict[str, float]:
     """Metrics of `task` for a classifier/regressor on a Dataset with `text`, optional `text_pair` and `label`."""
     if model.config.num_labels != task.num_labels:
@@ -166,9 +130,15 @@ def evaluate_classifier(
             f"The model has num_labels={model.config.num_labels} but task {task.name!r} needs {task.num_labels}; "
             "evaluate a model fine-tuned for this task."
         )
+    if len(dataset) == 0:
+        raise ValueError(f"The {task.name!r} dataset to evaluate on has no rows.")
     pairs = dataset["text_pair"] if task.is_pair else None
-    logits = predict_logits(model, tokenizer, dataset["text"], pairs, batch_size=batch_size, max_length=max_length)
-    return task_metrics(task, logits, np.asarray(dataset["label"]))
+    with _autocast(model):
+        logits = predict_logits(
+            model, tokenizer, dataset["text"], pairs,
+            batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar,
+        )
+    return task_metrics(task, logits.numpy(), np.asarray(dataset["label"]))
 
 
 def rerank(
@@ -178,7 +148,7 @@ def rerank(
     *,
     batch_size: int = 32,
     max_length: int = 256,
-    show_progress: bool = False,
+    show_progress_bar: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Score every (query, candidate) pair with the model: {query id: {doc id: score}} (logit 0 = relevance)."""
     if model.config.num_labels != 1:
@@ -187,17 +157,14 @@ def rerank(
             "Use a GemmaEncoderForRanking model (or a 1-label classifier)."
         )
     pairs = [(q, d) for q, cands in reranking.candidates.items() for d, _ in cands]
-    # score_pairs truncates at the tokenizer's model_max_length: cap it on a copy to bound the cost per pair.
-    limited = copy.copy(tokenizer)
-    limited.model_max_length = max_length
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_use_bf16(device)):
+    with _autocast(model):
         scores = score_pairs(
             model,
-            limited,
+            tokenizer,
             [(reranking.queries[q], reranking.corpus[d]) for q, d in pairs],
             batch_size=batch_size,
-            show_progress_bar=show_progress,
+            show_progress_bar=show_progress_bar,
+            max_length=max_length,
         ).view(-1).tolist()
     run: dict[str, dict[str, float]] = {}
     for (q, d), score in zip(pairs, scores):
@@ -212,11 +179,13 @@ def evaluate_reranker(
     *,
     batch_size: int = 32,
     max_length: int = 256,
-    show_progress: bool = False,
+    show_progress_bar: bool = True,
 ) -> dict[str, float]:
-    """nDCG@10 and MRR@10 of the model's reranking of the candidates, next to BM25's own on the same candidates."""
+    """nDCG@10 and MRR@10 of the model's reranking of the candidates, next to BM25's own on the same candidates
+    (`bm25_ndcg@10`, `bm25_mrr@10`) and the number of queries (`num_queries`); `split_reranking_metrics` separates
+    the model's metrics from the rest for a results record."""
     run = rerank(
-        model, tokenizer, reranking, batch_size=batch_size, max_length=max_length, show_progress=show_progress
+        model, tokenizer, reranking, batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar
     )
     metrics = ranking_metrics(reranking.qrels, run)
     bm25 = {q: dict(cands) for q, cands in reranking.candidates.items()}
@@ -230,21 +199,40 @@ def evaluate_reranker(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def split_reranking_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """`evaluate_reranker`'s output as (the model's metrics, details: BM25's metrics and counts)."""
+    own = {name: value for name, value in metrics.items() if name in RANKING_METRICS}
+    return own, {name: value for name, value in metrics.items() if name not in own}
+
+
 def config_summary(config) -> dict:
     """The encoder knobs of a model config that results tables and model cards report."""
     return {key: getattr(config, key) for key in _CONFIG_KEYS if getattr(config, key, None) is not None}
 
 
 def results_record(
-    *, model: str, task: str, dataset_name: str, split: str, path: str, metrics: dict[str, float], config
+    *,
+    model: str,
+    task: str,
+    dataset_name: str,
+    split: str,
+    path: str,
+    metrics: dict[str, float],
+    config,
+    details: dict[str, float] | None = None,
 ) -> dict:
-    return {
+    """One results record (schema in the module docstring). `metrics` are the model's quality metrics, which model
+    cards publish as model-index entries; counts, timings and baselines go to `details`."""
+    record = {
         "model": model,
         "task": task,
         "dataset": {"name": dataset_name, "split": split, "path": path},
         "metrics": {name: float(value) for name, value in metrics.items()},
-        "config": config_summary(config) if not isinstance(config, dict) else dict(config),
     }
+    if details:
+        record["details"] = {name: float(value) for name, value in details.items()}
+    record["config"] = config_summary(config) if not isinstance(config, dict) else dict(config)
+    return record
 
 
 def write_results(path: str | Path, record: dict) -> Path:
@@ -260,63 +248,88 @@ def write_results(path: str | Path, record: dict) -> Path:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _load_saved(model_path: str | Path, device: str | None):
+def _load_saved(model_path: str | os.PathLike, device: str | None):
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import gemma_encoder_hf  # noqa: F401  (registers the GemmaEncoder Auto classes)
 
+    if not Path(model_path).is_dir():
+        # Anything that is not a folder goes to the Hub; say at once when it cannot be a Hub id either (a mistyped
+        # local path such as runs/glue-sst2/modle), instead of transformers' "Repo id must be in the form ...".
+        try:
+            validate_repo_id(str(model_path))
+        except HFValidationError:
+            raise PathNotFoundError(
+                "model_path",
+                f"No such folder: {model_path} (and it is not a Hub repo id); pass a folder written by "
+                "save_pretrained, such as the `model` folder that examples/finetune_glue.py writes.",
+            ) from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise InvalidArgumentError(
+            "device", f"device={device!r} is not a torch device; use e.g. 'cpu' or 'cuda'."
+        ) from None
     model = AutoModelForSequenceClassification.from_pretrained(model_path).to(device).eval()
     return model, AutoTokenizer.from_pretrained(model_path)
 
 
 def evaluate_saved_classifier(
-    model_path: str | Path,
+    model_path: str | os.PathLike,
     task: str,
     *,
-    data: str | Path | None = None,
+    data: str | os.PathLike | None = None,
     split: str = "validation",
     split_seed: int = 0,
-    validation_size: int | float = 0.1,
+    validation_size: int | float | None = None,
     max_examples: int | None = None,
     batch_size: int = 32,
     max_length: int = 256,
     device: str | None = None,
+    show_progress_bar: bool = True,
 ) -> dict:
     """Score a saved classifier on a GLUE task and return a results record.
 
-    `data` is the data root (default `../shared/data`) or the task's file itself. `split="validation"` scores the
-    validation split that `train_validation_split` carves with `split_seed` (the one `examples/finetune_glue.py`
-    held out); `split="all"` scores every row of the file (e.g. a labelled test file in the same format).
+    `data` is the data root or the task's file itself (default: the data root in the environment variable
+    GEMMA_ENCODER_DATA). `split="validation"` scores the validation split that `train_validation_split` carves
+    with `split_seed` (the one `examples/finetune_glue.py` held out); `split="all"` scores every row of the file
+    (e.g. a labelled test file in the same format).
     """
-    from .data import DEFAULT_DATA_ROOT, get_task, load_glue, subsample, train_validation_split
+    from .data import get_task, load_glue, resolve_data_root, subsample, train_validation_split
 
     spec = get_task(task)
-    data = Path(data) if data is not None else DEFAULT_DATA_ROOT
-    if data.is_file():
+    if split not in ("validation", "all"):
+        raise InvalidArgumentError(
+            "split", f"split={split!r} is not supported; use 'validation' (carved from train) or 'all'."
+        )
+    if data is not None and Path(data).is_file():
         # A file in the task's own layout: same columns as the shared copy, just another path.
+        data = Path(data)
         dataset = load_glue(dataclasses.replace(spec, file=data.name), data.parent)
     else:
-        dataset = load_glue(spec, data)
-        data = data / spec.file
+        root = resolve_data_root(data)
+        dataset = load_glue(spec, root)
+        data = root / spec.file
     if split == "validation":
         _, dataset = train_validation_split(dataset, spec, validation_size=validation_size, seed=split_seed)
-    elif split != "all":
-        raise ValueError(f"split={split!r} is not supported; use 'validation' (carved from train) or 'all'.")
     dataset = subsample(dataset, max_examples, spec, seed=split_seed)
     model, tokenizer = _load_saved(model_path, device)
-    metrics = evaluate_classifier(model, tokenizer, dataset, spec, batch_size=batch_size, max_length=max_length)
-    metrics["num_examples"] = float(len(dataset))
+    metrics = evaluate_classifier(
+        model, tokenizer, dataset, spec, batch_size=batch_size, max_length=max_length,
+        show_progress_bar=show_progress_bar,
+    )
     return results_record(
         model=str(model_path), task=spec.name, dataset_name=spec.name,
         split=f"{split}(seed={split_seed})" if split == "validation" else split, path=str(data), metrics=metrics,
-        config=model.config,
+        details={"num_examples": len(dataset)}, config=model.config,
     )
 
 
 def evaluate_saved_reranker(
-    model_path: str | Path,
-    directory: str | Path,
+    model_path: str | os.PathLike,
+    directory: str | os.PathLike,
     *,
     split: str = "test",
     max_queries: int | None = None,
@@ -324,6 +337,7 @@ def evaluate_saved_reranker(
     batch_size: int = 32,
     max_length: int = 256,
     device: str | None = None,
+    show_progress_bar: bool = True,
 ) -> dict:
     """Rerank a BEIR folder's BM25 candidates with a saved one-score model; a results record with nDCG@10/MRR@10.
 
@@ -333,11 +347,12 @@ def evaluate_saved_reranker(
 
     reranking = load_reranking(directory, split).restrict(max_queries, top_k)
     model, tokenizer = _load_saved(model_path, device)
-    metrics = evaluate_reranker(model, tokenizer, reranking, batch_size=batch_size, max_length=max_length)
+    metrics, details = split_reranking_metrics(evaluate_reranker(
+        model, tokenizer, reranking, batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar
+    ))
     if top_k:
-        metrics["top_k"] = float(top_k)
+        details["top_k"] = top_k
     return results_record(
         model=str(model_path), task="rerank", dataset_name=reranking.name, split=split, path=str(directory),
-        metrics=metrics,
-        config=model.config,
+        metrics=metrics, details=details, config=model.config,
     )

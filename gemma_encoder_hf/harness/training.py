@@ -32,8 +32,9 @@ from .evaluation import compute_metrics_fn
 from ..modeling.modeling_gemma_encoder import ranking_loss
 
 # Parameters under these top-level names are the task head (and its pooler): new weights, which the paper trains with
-# a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers.
-HEAD_PREFIXES = ("score.", "classifier.")
+# a larger learning rate than the pretrained backbone. `score` is also the head name of transformers' own classifiers;
+# `classifier` and `qa_outputs` are the token-level heads' (and BERT's) names.
+HEAD_PREFIXES = ("score.", "classifier.", "qa_outputs.")
 
 
 @dataclass
@@ -67,7 +68,7 @@ class TrainingConfig:
         bf16: bf16 autocast (mixed precision, fp32 master weights); None = on for CUDA with bf16 support. Never fp16:
             Gemma 3 overflows in fp16.
         logging_steps: loss logging interval.
-        show_progress: tqdm progress bars.
+        show_progress_bar: tqdm progress bars.
         extra_args: any other `TrainingArguments` field (e.g. `{"dataloader_num_workers": 4}`); applied last.
     """
 
@@ -90,7 +91,7 @@ class TrainingConfig:
     device: str | None = None
     bf16: bool | None = None
     logging_steps: int = 10
-    show_progress: bool = True
+    show_progress_bar: bool = True
     extra_args: dict = field(default_factory=dict)
 
     def resolved_device(self) -> str:
@@ -186,7 +187,7 @@ def training_arguments(config: TrainingConfig, *, main_metric: str | None, evalu
         use_cpu=device == "cpu",
         activation_checkpointing=config.gradient_checkpointing,
         report_to="none",
-        disable_tqdm=not config.show_progress,
+        disable_tqdm=not config.show_progress_bar,
         dataloader_pin_memory=device == "cuda",
     )
     kwargs.update(config.extra_args)

@@ -22,21 +22,11 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .conversion import resolve_source
+from ..modeling.modeling_gemma_encoder import CONVERSION_RECORD_FILE
+from .conversion import check_pair_template, load_decoder_tokenizer, resolve_source
 from .model_card import build_model_card, load_results
 
 logger = logging.getLogger(__name__)
-
-
-def check_pair_template(tokenizer: PreTrainedTokenizerBase, max_position_embeddings: int) -> None:
-    """Refuse a tokenizer that would feed the model pairs it was not built for (`<bos> A <bos> B`)."""
-    ids = tokenizer("a", "b")["input_ids"]
-    if ids.count(tokenizer.bos_token_id) != 1 or tokenizer.eos_token_id not in ids:
-        raise ValueError(
-            f"The tokenizer joins a text pair as {tokenizer.convert_ids_to_tokens(ids)}, not as '<bos> A <eos> B'. "
-            "Push the tokenizer saved by `gemma-encoder convert`, or prepare this one first: "
-            f"gemma_encoder_hf.prepare_tokenizer(tokenizer, max_length={max_position_embeddings})."
-        )
 
 
 def _tokenizer_for(model: PreTrainedModel, tokenizer) -> PreTrainedTokenizerBase:
@@ -45,6 +35,9 @@ def _tokenizer_for(model: PreTrainedModel, tokenizer) -> PreTrainedTokenizerBase
     source = tokenizer if tokenizer is not None else model.name_or_path
     if not source:
         raise ValueError("This model was not loaded from a folder or repo; pass push_to_hub(..., tokenizer=...).")
+    if (Path(str(source)) / CONVERSION_RECORD_FILE).is_file():
+        # A model fresh from `from_decoder`: the decoder's tokenizer, given the encoder's conventions.
+        return load_decoder_tokenizer(source)
     location, gguf_file = resolve_source(source)
     try:
         return AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
@@ -80,7 +73,8 @@ def push_to_hub(
     Args:
         repo_id: "namespace/name"; created if missing.
         tokenizer: a tokenizer, or a folder / repo to load it from; by default the folder or repo the model was
-            loaded from. It must join pairs as `<bos> A <eos> B` (see `prepare_tokenizer`).
+            loaded from, or, for a model fresh from `from_decoder`, the decoder's tokenizer prepared with
+            `prepare_tokenizer`. It must join pairs as `<bos> A <eos> B`.
         base_model: Hub id of the decoder it was converted from (e.g. "google/gemma-3-270m"), for the card.
         results: results files of `gemma-encoder evaluate` (or their records), shown as `model-index` metadata.
         training_data: datasets it was fine-tuned on, for the card.
@@ -89,7 +83,7 @@ def push_to_hub(
             transformers' `push_to_hub`.
     """
     tokenizer = _tokenizer_for(model, tokenizer)
-    check_pair_template(tokenizer, model.config.max_position_embeddings)
+    check_pair_template(tokenizer)
     records = [r for r in results if isinstance(r, dict)] + load_results(r for r in results if not isinstance(r, dict))
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id

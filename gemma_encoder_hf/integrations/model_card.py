@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
+from ..modeling.modeling_gemma_encoder import attention_window
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 
@@ -31,6 +32,8 @@ TASKS = {
     "GemmaEncoderForRanking": ("text-ranking", "cross-encoder reranking of (query, document) pairs"),
     "GemmaEncoderModel": ("feature-extraction", "pooled text embeddings"),
     "GemmaEncoderForMaskedLM": ("fill-mask", "masked-token prediction (encoder adaptation of the decoder)"),
+    "GemmaEncoderForTokenClassification": ("token-classification", "token classification (named entities, tagging)"),
+    "GemmaEncoderForQuestionAnswering": ("question-answering", "extractive question answering (answer spans)"),
 }
 
 # Task names (GLUE) or dataset names (reranking folders, whose records say task="rerank") of our results files ->
@@ -44,6 +47,8 @@ KNOWN_DATASETS = {
     "qnli": ("nyu-mll/glue", "qnli", "GLUE QNLI"),
     "scifact": ("BeIR/scifact", None, "BEIR SciFact (BM25 top-100 reranking)"),
     "msmarco-dl19-subset": ("microsoft/ms_marco", None, "TREC DL 2019 passages, subset (BM25 top-100 reranking)"),
+    "conll2003": ("eriktks/conll2003", None, "CoNLL-2003 English NER (entity-level, seqeval)"),
+    "squad": ("rajpurkar/squad", None, "SQuAD v1.1 (exact match / F1)"),
 }
 
 GENERATIONS = {
@@ -165,6 +170,30 @@ with torch.no_grad():
     scores = model(**batch).logits[:, 0]  # one relevance score per (query, document)
 for score, document in sorted(zip(scores.tolist(), documents), reverse=True):
     print(f"{{score:8.3f}}  {{document}}")"""
+    if architecture == "GemmaEncoderForTokenClassification":
+        return f"""from transformers import pipeline
+
+tagger = pipeline("token-classification", model={model_id}, trust_remote_code=True, aggregation_strategy="simple")
+print(tagger("Angela Müller flew from Hamburg to São Paulo with Lufthansa."))
+# With gemma-encoder-hf installed, its pipeline class also trims the space Gemma's pieces carry from each entity:
+# pipeline(..., pipeline_class=gemma_encoder_hf.GemmaEncoderTokenClassificationPipeline)"""
+    if architecture == "GemmaEncoderForQuestionAnswering":
+        return f"""import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({model_id}, trust_remote_code=True)
+model = AutoModelForQuestionAnswering.from_pretrained({model_id}, trust_remote_code=True).eval()
+
+question, context = "Where did Angela fly to?", "Angela Müller flew from Hamburg to São Paulo."
+batch = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+offsets = batch.pop("offset_mapping")[0]
+with torch.no_grad():
+    out = model(**batch)
+context_tokens = torch.tensor(batch.sequence_ids(0)) == 1
+start = out.start_logits[0].masked_fill(~context_tokens, -1e9).argmax()
+end = start + out.end_logits[0, start:].masked_fill(~context_tokens[start:], -1e9).argmax()
+print(context[offsets[start][0] : offsets[end][1]].strip())
+# With gemma-encoder-hf installed: pipeline("extractive-question-answering", model=...) (long contexts, doc stride)"""
     return f"""import torch
 from transformers import AutoModel, AutoTokenizer
 
@@ -200,11 +229,11 @@ def _attention_text(config: GemmaEncoderConfig) -> str:
         return "causal (the decoder's own mask)"
     if "sliding_attention" not in config.layer_types:
         return "bidirectional"
-    window = {
-        "split": f"±{config.sliding_window // 2} tokens",
-        "full": f"±{config.sliding_window - 1} tokens",
-        "global": "the whole sequence",
-    }[config.bidirectional_window]
+    left, right = attention_window(config, "sliding_attention")
+    if left < 0:
+        window = "the whole sequence"
+    else:
+        window = f"±{left} tokens" if left == right else f"{left} tokens before, {right} after"
     return f"bidirectional; sliding-window layers see {window} (`bidirectional_window={config.bidirectional_window}`)"
 
 
@@ -234,6 +263,11 @@ def conversion_settings(config: GemmaEncoderConfig, architecture: str) -> list[t
         labels = ", ".join(f"{i}: {name}" for i, name in sorted(config.id2label.items()))
         problem = f" (`problem_type={config.problem_type}`)" if config.problem_type else ""
         rows.append(("Labels", labels + problem))
+    elif architecture == "GemmaEncoderForTokenClassification":
+        rows.append(("Head (per token)", _head_text(config, config.num_labels)))
+        rows.append(("Labels", ", ".join(f"{i}: {name}" for i, name in sorted(config.id2label.items()))))
+    elif architecture == "GemmaEncoderForQuestionAnswering":
+        rows.append(("Head (per token)", _head_text(config, 2) + " (answer start and end scores)"))
     elif architecture == "GemmaEncoderForRanking":
         rows.append(("Head", _head_text(config, 1)))
         rows.append(("Ranking loss", f"{config.ranking_loss} (groups of {config.ranking_group_size} documents)"))

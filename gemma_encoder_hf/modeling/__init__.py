@@ -8,8 +8,10 @@ The two files here travel verbatim next to the weights of every saved model (tra
 from .configuration_gemma_encoder import GemmaEncoderConfig
 from .modeling_gemma_encoder import (
     GemmaEncoderForMaskedLM,
+    GemmaEncoderForQuestionAnswering,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    GemmaEncoderForTokenClassification,
     GemmaEncoderModel,
     GemmaEncoderPreTrainedModel,
 )
@@ -17,8 +19,10 @@ from .modeling_gemma_encoder import (
 __all__ = [
     "GemmaEncoderConfig",
     "GemmaEncoderForMaskedLM",
+    "GemmaEncoderForQuestionAnswering",
     "GemmaEncoderForRanking",
     "GemmaEncoderForSequenceClassification",
+    "GemmaEncoderForTokenClassification",
     "GemmaEncoderModel",
     "GemmaEncoderPreTrainedModel",
 ]

@@ -4,6 +4,9 @@
 This file is shipped verbatim to Hub repositories for `trust_remote_code`: it imports only torch/transformers.
 """
 
+import dataclasses
+import difflib
+
 from transformers import PreTrainedConfig
 
 ATTENTION_TYPES = ("bidirectional", "causal")
@@ -29,6 +32,32 @@ def _check_range(name: str, value, low: float, high: float | None = None, *, all
     if value < low or (high is not None and value > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"GemmaEncoderConfig.{name}={value!r} is out of range; it must be {bound}.")
+
+
+# A keyword at least this similar to a field name (difflib ratio) is taken for a misspelling of it: "poolng" ->
+# "pooling" is 0.92, "atention" -> "attention" 0.94, "num_hidden_layer" 0.97. Keys that other configs legitimately
+# carry stay below it: "norm_eps" -> "rms_norm_eps" 0.80 (transformers' own tests set it on every config),
+# "rope_scaling" -> "rope_scaling_factor" 0.77, "sliding_window_pattern" -> "sliding_window" 0.78.
+MISSPELLING_CUTOFF = 0.85
+
+
+def _refuse_misspelt_fields(config_class: type, kwargs: dict) -> None:
+    """Raise on keyword arguments that are no field of the config but a near-miss of one of its own fields.
+
+    Other unknown keys stay accepted and stored, as `PreTrainedConfig` does: saved configs and transformers itself
+    pass many (`architectures`, `auto_map`, `_name_or_path`, `torch_dtype`, `num_labels`, generation defaults, ...).
+    Attributes `PreTrainedConfig` knows are never taken for misspellings.
+    """
+    own = [f.name for f in dataclasses.fields(config_class) if not hasattr(PreTrainedConfig, f.name)]
+    for key in kwargs:
+        if hasattr(PreTrainedConfig, key) or key.startswith("_"):
+            continue
+        close = difflib.get_close_matches(key, own, n=1, cutoff=MISSPELLING_CUTOFF)
+        if close:
+            raise TypeError(
+                f"{config_class.__name__} got an unknown argument {key!r}; did you mean {close[0]!r}? (A misspelt "
+                f"field would be stored as a new key and leave {close[0]!r} at its default.)"
+            )
 
 
 class GemmaEncoderConfig(PreTrainedConfig):
@@ -118,7 +147,8 @@ class GemmaEncoderConfig(PreTrainedConfig):
             outputs are averaged); `"kv"`: each token attends over learned key/value probes and the results are
             averaged over real tokens.
         attention_pooling_num_probes (`int`): number of learned probes.
-        attention_pooling_num_heads (`int`): heads of the pooling attention; must divide `hidden_size`.
+        attention_pooling_num_heads (`int`): heads of the pooling attention; must divide `hidden_size` when
+            `pooling="attention"` (other poolings ignore it).
         attention_dropout (`float`): dropout on attention probabilities (Gemma was pretrained without dropout; the
             paper adds it at fine-tuning time).
         hidden_dropout (`float`): dropout on the attention and feed-forward outputs before each residual add.
@@ -144,9 +174,15 @@ class GemmaEncoderConfig(PreTrainedConfig):
             `"auto"` (default): when at least a tenth of the batch is padding (and always under
             `attn_implementation="flash_attention_2"` / `"flex_attention"`, which only run packed); `"always"`: every
             batch; `"never"`: keep the padded computation (batches flattened by the caller still run packed, since
-            padded attention would mix their texts). Results agree to float rounding; padding positions of
-            `last_hidden_state` are zeros when packed.
+            padded attention would mix their texts). Results agree to float rounding, and padding positions of
+            `last_hidden_state` (and `hidden_states`) are zeros on either path. torch.export always traces the padded
+            computation.
         num_labels / problem_type / id2label / label2id: as in every transformers classifier.
+
+    Like every `PreTrainedConfig`, the config stores keyword arguments it does not know (saved configs carry
+    `architectures`, `auto_map`, `transformers_version`, ...), except a close misspelling of one of the fields above
+    (`poolng`, `atention`): that raises a `TypeError` naming the intended field, since storing it would silently leave
+    the field at its default.
     """
 
     model_type = "gemma_encoder"
@@ -221,6 +257,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
     packed_execution: str = "auto"
 
     def __post_init__(self, **kwargs):
+        _refuse_misspelt_fields(type(self), kwargs)
         if self.layer_types is None:
             self.layer_types = ["full_attention"] * self.num_hidden_layers
         super().__post_init__(**kwargs)
@@ -270,10 +307,11 @@ class GemmaEncoderConfig(PreTrainedConfig):
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
         _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)
-        if self.hidden_size % self.attention_pooling_num_heads:
+        # Only attention pooling splits the hidden size into heads: any other pooling accepts any hidden size.
+        if self.pooling == "attention" and self.hidden_size % self.attention_pooling_num_heads:
             raise ValueError(
                 f"GemmaEncoderConfig.attention_pooling_num_heads={self.attention_pooling_num_heads} must divide "
-                f"hidden_size={self.hidden_size}."
+                f"hidden_size={self.hidden_size} for pooling='attention'."
             )
         for name in ("attention_dropout", "hidden_dropout", "classifier_dropout"):
             _check_range(name, getattr(self, name), 0.0, 1.0)
@@ -295,8 +333,8 @@ class GemmaEncoderConfig(PreTrainedConfig):
         if model_type != cls.model_type:
             raise ValueError(
                 f"This config has model_type {model_type!r}, not {cls.model_type!r}: it is not a GemmaEncoder "
-                "checkpoint. Convert a Gemma decoder or T5Gemma encoder with GemmaEncoderModel.from_decoder(path) (or "
-                "`gemma-encoder convert`); other architectures are not supported."
+                "checkpoint. Convert a Gemma decoder or T5Gemma encoder with GemmaEncoderModel.from_decoder(path); "
+                "other architectures are not supported."
             )
         return super().from_dict(config_dict, **kwargs)
 

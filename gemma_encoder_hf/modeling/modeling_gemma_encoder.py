@@ -9,13 +9,16 @@ Layout of the file:
     pooling    - first-K / last-K / mean / attention (query- or KV-probe) poolers
     models     - GemmaEncoderModel, GemmaEncoderForSequenceClassification, GemmaEncoderForRanking,
                  GemmaEncoderForMaskedLM
+    token heads - GemmaEncoderForTokenClassification, GemmaEncoderForQuestionAnswering
     losses     - ranking losses
 """
 
+import copy
 import functools
 import inspect
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,13 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from transformers.utils import logging
 
 from .configuration_gemma_encoder import GemmaEncoderConfig
@@ -166,8 +175,9 @@ def eager_attention(
     scaling: float,
     softcap: float | None,
     dropout: float,
-) -> torch.Tensor:
-    """Reference attention: (batch, heads, q, d) x (batch, kv_heads, k, d) -> (batch, q, heads, d)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention: (batch, heads, q, d) x (batch, kv_heads, k, d) -> (batch, q, heads, d), and the attention
+    probabilities (batch, heads, q, k) that `output_attentions=True` returns."""
     groups = query.shape[1] // key.shape[1]
     key = key.repeat_interleave(groups, dim=1)
     value = value.repeat_interleave(groups, dim=1)
@@ -178,7 +188,7 @@ def eager_attention(
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = F.dropout(probs, p=dropout, training=dropout > 0)
-    return torch.matmul(probs, value).transpose(1, 2)
+    return torch.matmul(probs, value).transpose(1, 2), probs
 
 
 def sdpa_attention(
@@ -235,9 +245,13 @@ class GemmaEncoderAttention(nn.Module):
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
         mask: "torch.Tensor | PackedLayout | None",
+        output_attentions: bool = False,
         shared_key_values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`mask` is the (batch, 1, seq, seq) boolean mask of a padded batch, or the layout of a packed one.
+
+        Returns the output and, with `output_attentions` (padded batches only), the attention probabilities, which
+        only the eager computation materialises: it runs for that call whatever `attn_implementation` is set.
 
         With `config.num_kv_shared_layers`, `shared_key_values` maps each layer type to the keys and values of the
         latest layer of that type that computed its own: this layer records its own there, or reuses them.
@@ -264,14 +278,15 @@ class GemmaEncoderAttention(nn.Module):
                 dropout,
                 self.config._attn_implementation,
             )  # fmt: skip
-            return self.o_proj(out.reshape(batch, seq, -1))
+            return self.o_proj(out.reshape(batch, seq, -1)), None
         # torch's SDPA has no logit soft-capping (Gemma 2): those configs always take the exact eager path, rather
         # than silently dropping the cap as transformers' own sdpa integration would.
-        if self.config._attn_implementation == "sdpa" and self.softcap is None:
+        weights = None
+        if self.config._attn_implementation == "sdpa" and self.softcap is None and not output_attentions:
             out = sdpa_attention(query, key, value, mask, self.scaling, dropout)
         else:
-            out = eager_attention(query, key, value, mask, self.scaling, self.softcap, dropout)
-        return self.o_proj(out.reshape(batch, seq, -1))
+            out, weights = eager_attention(query, key, value, mask, self.scaling, self.softcap, dropout)
+        return self.o_proj(out.reshape(batch, seq, -1)), (weights if output_attentions else None)
 
     def _key_value(
         self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -306,8 +321,11 @@ class GemmaEncoderMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A traced graph (torch.compile / export) is not chunked: the token count would become a shape guard.
+        if x.device.type != "cpu" or torch.compiler.is_compiling() or _records_grad(x):
+            return self._feed_forward(x)
         tokens = x.shape[:-1].numel()
-        if x.device.type != "cpu" or tokens <= FEED_FORWARD_CHUNK_TOKENS or _records_grad(x):
+        if tokens <= FEED_FORWARD_CHUNK_TOKENS:
             return self._feed_forward(x)
         # Each token's feed-forward is independent of the others, so chunking changes no result.
         flat = x.reshape(tokens, x.shape[-1])
@@ -353,15 +371,19 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
+        mask: "torch.Tensor | PackedLayout | None",
+        output_attentions: bool = False,
         shared_key_values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         per_layer_input: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layer's output and (with `output_attentions`) its attention probabilities."""
         # An fp16 model carries its residual stream in fp32 (see GemmaEncoderModel.forward): the normalised block
         # inputs go back to the weights' dtype here, and the fp16 block outputs are added to the fp32 stream. In every
         # other case the cast is a no-op.
         block_dtype = self.input_layernorm.weight.dtype
-        attn_out = self.self_attn(self.input_layernorm(hidden_states).to(block_dtype), rotary, mask, shared_key_values)
+        attn_out, attn_weights = self.self_attn(
+            self.input_layernorm(hidden_states).to(block_dtype), rotary, mask, output_attentions, shared_key_values
+        )
         if self.sandwich:
             hidden_states = self._add_to_residual(hidden_states, attn_out, self.post_attention_layernorm)
             pre_ffn_norm = self.pre_feedforward_layernorm
@@ -379,7 +401,7 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
             )
         if hasattr(self, "layer_scalar"):
             hidden_states = hidden_states * self.layer_scalar.to(hidden_states.dtype)
-        return hidden_states
+        return hidden_states, attn_weights
 
     def _add_to_residual(
         self, residual: torch.Tensor, block_out: torch.Tensor, post_norm: GemmaEncoderRMSNorm | None
@@ -390,6 +412,52 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         if self.training and self.dropout.p > 0:
             return residual + self.dropout(post_norm(block_out))
         return post_norm(block_out, residual=residual)
+
+
+def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, int]:
+    """(left, right): a query at i sees keys in [i - left, i + right] of its own text; -1 means unbounded.
+
+    The one place that turns `attention`, `bidirectional_window` (with `native_bidirectional_window`) and
+    `sliding_window` into the span a layer attends
+    over (flash-attention's `window_size` convention): padded masks, packed attention, benchmarks and model cards all
+    read it from here.
+    """
+    causal = config.attention == "causal"
+    if layer_type == "full_attention":
+        return (-1, 0) if causal else (-1, -1)
+    window = config.sliding_window
+    if causal:
+        # The decoder's window: the query and the `window - 1` tokens before it (eager/sdpa semantics).
+        return (window - 1, 0)
+    if config.bidirectional_window == "split":
+        return (window // 2, window // 2)
+    if config.bidirectional_window == "full":
+        return (window - 1, window - 1)
+    if config.bidirectional_window == "native":
+        # The window the encoder checkpoint (T5Gemma, Gemma 4's bidirectional mode) was trained with.
+        left, right = config.native_bidirectional_window
+        return (left, right)
+    return (-1, -1)
+
+
+def window_mask(length: int, window: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+    """Boolean (length, length) mask (True = may attend) of a window over one text, or None when the window covers the
+    whole text, so that attention needs no mask for it. A traced graph always gets the mask (correct at any length):
+    comparing the window with the length would fix the length of the graph."""
+    left, right = window
+    if left < 0 and right < 0:
+        return None
+    covers = (left < 0 or left >= length - 1) and (right < 0 or right >= length - 1)
+    if covers and not torch.compiler.is_compiling():
+        return None
+    idx = torch.arange(length, device=device)
+    distance = idx[:, None] - idx[None, :]  # query index - key index
+    allowed = torch.ones(length, length, dtype=torch.bool, device=device)
+    if left >= 0:
+        allowed &= distance <= left
+    if right >= 0:
+        allowed &= -distance <= right
+    return allowed
 
 
 def build_attention_masks(
@@ -403,38 +471,19 @@ def build_attention_masks(
     """
     seq = attention_mask.shape[-1]
     device = attention_mask.device
-    idx = torch.arange(seq, device=device)
-    distance = idx[:, None] - idx[None, :]  # query index - key index
-    causal = config.attention == "causal"
-    has_padding = not bool(attention_mask.all())
-
-    structure: dict[str, torch.Tensor | None] = {"full_attention": distance >= 0 if causal else None}
-    if "sliding_attention" in config.layer_types:
-        window = config.sliding_window
-        spans = zip(attention_window(config, "sliding_attention"), attention_window(config, "full_attention"))
-        if all(s < 0 or s >= seq - 1 or s == f for s, f in spans):
-            # A window spanning the whole sequence masks nothing beyond full attention: sharing its structure lets an
-            # unpadded bidirectional batch run SDPA with no mask at all, its fastest kernel.
-            structure["sliding_attention"] = structure["full_attention"]
-        elif causal:
-            # The decoder's window: the query and the `window - 1` tokens before it (eager/sdpa semantics).
-            structure["sliding_attention"] = (distance >= 0) & (distance < window)
-        elif config.bidirectional_window == "split":
-            structure["sliding_attention"] = distance.abs() <= window // 2
-        elif config.bidirectional_window == "full":
-            structure["sliding_attention"] = distance.abs() < window
-        elif config.bidirectional_window == "native":
-            left, right = config.native_bidirectional_window
-            structure["sliding_attention"] = (distance <= left) & (-distance <= right)
-        else:
-            structure["sliding_attention"] = None
-
+    # Whether the batch holds padding is data-dependent: a traced graph (torch.export / compile) must not branch on
+    # it, so there every mask is built, which is correct with or without padding.
+    has_padding = torch.compiler.is_compiling() or not bool(attention_mask.all())
+    structure = {
+        layer_type: window_mask(seq, attention_window(config, layer_type), device)
+        for layer_type in set(config.layer_types)
+    }
     keys = attention_mask.bool()[:, None, None, :]
     eye = torch.eye(seq, dtype=torch.bool, device=device)
     masks = {}
-    for layer_type in set(config.layer_types):
-        allowed = structure[layer_type]
+    for layer_type, allowed in structure.items():
         if allowed is None and not has_padding:
+            # SDPA's fastest kernel: an unpadded bidirectional batch, or a window spanning the whole sequence.
             masks[layer_type] = None
             continue
         mask = keys if allowed is None else keys & allowed
@@ -529,42 +578,6 @@ def packed_layout(attention_mask: torch.Tensor, position_ids: torch.Tensor | Non
     if not bool((last - first + 1 == lengths).all()):
         return None
     return PackedLayout(indices=indices, cu_seqlens=cu_seqlens, lengths=lengths.tolist(), batch=batch, seq=seq)
-
-
-def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, int]:
-    """(left, right): a query at i sees keys in [i - left, i + right] of its own text; -1 means unbounded.
-
-    The same spans as `build_attention_masks`, in flash-attention's `window_size` convention.
-    """
-    causal = config.attention == "causal"
-    if layer_type == "full_attention":
-        return (-1, 0) if causal else (-1, -1)
-    window = config.sliding_window
-    if causal:
-        return (window - 1, 0)
-    if config.bidirectional_window == "split":
-        return (window // 2, window // 2)
-    if config.bidirectional_window == "full":
-        return (window - 1, window - 1)
-    if config.bidirectional_window == "native":
-        left, right = config.native_bidirectional_window
-        return (left, right)
-    return (-1, -1)
-
-
-def _window_mask(length: int, window: tuple[int, int], device: torch.device) -> torch.Tensor | None:
-    """Boolean (length, length) mask of a window within one text, or None when the window covers the whole text."""
-    left, right = window
-    if (left < 0 or left >= length - 1) and (right < 0 or right >= length - 1):
-        return None
-    idx = torch.arange(length, device=device)
-    distance = idx[:, None] - idx[None, :]
-    allowed = torch.ones(length, length, dtype=torch.bool, device=device)
-    if left >= 0:
-        allowed &= distance <= left
-    if right >= 0:
-        allowed &= -distance <= right
-    return allowed
 
 
 def _flex_block_mask(layout: PackedLayout, window: tuple[int, int], device: torch.device):
@@ -690,14 +703,14 @@ def packed_attention(
     for length in layout.lengths:
         mask_key = ("window", window, length)
         if mask_key not in layout.cache:
-            layout.cache[mask_key] = _window_mask(length, window, query.device)
+            layout.cache[mask_key] = window_mask(length, window, query.device)
         mask = layout.cache[mask_key]
         span = slice(start, start + length)
         q, k, v = query[:, :, span], key[:, :, span], value[:, :, span]
         if use_sdpa:
             outputs.append(sdpa_attention(q, k, v, mask, scaling, dropout))
         else:
-            outputs.append(eager_attention(q, k, v, mask, scaling, softcap, dropout))
+            outputs.append(eager_attention(q, k, v, mask, scaling, softcap, dropout)[0])
         start += length
     return torch.cat(outputs, dim=1)
 
@@ -724,15 +737,29 @@ def check_inputs(
     input_ids: torch.Tensor | None, attention_mask: torch.Tensor, reference: torch.Tensor, vocab_size: int
 ) -> None:
     """Reject inputs that would otherwise fail deep inside the model with an opaque error (or, on GPU, a device-side
-    assert that poisons the CUDA context): a mask that does not match the tokens, and token ids outside the vocabulary.
+    assert that poisons the CUDA context), or silently change the result: a mask that does not match the tokens or
+    holds values other than 0/1, empty rows, and token ids outside the vocabulary.
+
+    The value checks read the data, which a traced graph cannot branch on: under torch.export / torch.compile only
+    the shape check runs.
     """
     if tuple(attention_mask.shape) != tuple(reference.shape[:2]):
         raise ValueError(
             f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs are {tuple(reference.shape[:2])} "
             "(batch, sequence); pass the mask the tokenizer returned with these input_ids."
         )
+    if torch.compiler.is_compiling():
+        return
+    if attention_mask.dtype != torch.bool:
+        # Positions are counted from the mask and pooling weights tokens by it: a 2 would count a token twice.
+        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+        if odd.numel():
+            raise ValueError(
+                f"attention_mask must hold only 0 (padding) and 1 (token), got {sorted(set(odd.tolist()))[:5]}; pass "
+                "the mask the tokenizer returned (a 4-D or additive float mask is not supported)."
+            )
     _check_nonempty(attention_mask)
-    if input_ids is None or input_ids.numel() == 0 or torch.compiler.is_compiling():
+    if input_ids is None or input_ids.numel() == 0:
         return
     low, high = (int(v) for v in torch.aminmax(input_ids))
     if low < 0 or high >= vocab_size:
@@ -753,11 +780,13 @@ def warn_past_trained_positions(position_ids: torch.Tensor, max_position_embeddi
             f"Input reaches position {top}, past the {max_position_embeddings} positions this model was trained on "
             "(max_position_embeddings); outputs there are extrapolated and unreliable. Tokenize with "
             "truncation=True (the converted tokenizer's model_max_length is max_position_embeddings).",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
 def _check_nonempty(mask: torch.Tensor) -> None:
+    if torch.compiler.is_compiling():
+        return
     empty = (mask.sum(-1) == 0).nonzero().flatten()
     if empty.numel():
         raise ValueError(
@@ -858,6 +887,12 @@ def build_pooler(config: GemmaEncoderConfig) -> nn.Module:
         return GemmaEncoderFirstKPooler(config.pooling_k)
     if config.pooling == "last":
         return GemmaEncoderLastKPooler(config.pooling_k)
+    if config.hidden_size % config.attention_pooling_num_heads:
+        # The config checks this too, but only when built with pooling="attention": it may have been switched since.
+        raise ValueError(
+            f"Attention pooling splits hidden_size={config.hidden_size} into attention_pooling_num_heads="
+            f"{config.attention_pooling_num_heads} heads, which must divide it."
+        )
     if config.attention_pooling_probe == "query":
         return GemmaEncoderQueryProbePooler(config)
     return GemmaEncoderKVProbePooler(config)
@@ -866,6 +901,10 @@ def build_pooler(config: GemmaEncoderConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+# The file `from_decoder` writes, next to the converted config, to record which decoder a model was converted from.
+CONVERSION_RECORD_FILE = "gemma_encoder_conversion.json"
 
 
 class GemmaEncoderPreTrainedModel(PreTrainedModel):
@@ -882,6 +921,13 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
     # Attention reads `config._attn_implementation` on every call, so switching it at run time is safe. transformers
     # guesses this from the module source and would otherwise refuse `set_attn_implementation`.
     _can_set_attn_implementation_cached_value = True
+    # The Trainer passes `num_items_in_batch` to a model that accepts loss kwargs and then leaves the scaling for
+    # gradient accumulation (and, with `average_tokens_across_devices`, for the number of processes) to the model's
+    # loss. Classification, regression and ranking losses are means over the examples (or query groups) of a batch,
+    # which the Trainer's own scaling makes exact for equal micro-batches: they do not take it. A head whose loss is a
+    # sum over a varying number of items per batch (tokens: GemmaEncoderForMaskedLM) sets this to True and divides by
+    # `num_items_in_batch`.
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -939,7 +985,16 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
 
         safetensors alone says e.g. "Error while deserializing header: incomplete metadata", naming neither the file
         nor the fix. Matched by class name because this file may import only torch and transformers.
+
+        A folder holding a conversion record (written by `from_decoder`, which names it as the model's
+        `name_or_path`) is converted again from its decoder: that is how PEFT adapters trained on a model fresh from
+        `from_decoder` find their base model. Only the gemma-encoder-hf package writes such folders, so it is
+        imported for them alone.
         """
+        if os.path.isfile(os.path.join(str(pretrained_model_name_or_path), CONVERSION_RECORD_FILE)):
+            from gemma_encoder_hf.integrations.conversion import load_conversion_record
+
+            return load_conversion_record(cls, pretrained_model_name_or_path, *args, **kwargs)
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as err:
@@ -967,6 +1022,15 @@ def _realign_parameters(model: nn.Module, alignment: int = 64) -> None:
                 tensor.data = tensor.data.clone()
 
 
+# The settings of sentence-transformers' Transformer module that make it return this model's `pooler_output`.
+SENTENCE_TRANSFORMERS_MODULE_CONFIG = {
+    "transformer_task": "feature-extraction",
+    "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
+    "module_output_name": "sentence_embedding",
+    "unpad_inputs": False,
+}
+
+
 def write_sentence_transformers_config(save_directory: str | os.PathLike) -> None:
     """Write `modules.json` and `sentence_bert_config.json` (sentence-transformers >= 6 format) for a saved encoder.
 
@@ -977,13 +1041,7 @@ def write_sentence_transformers_config(save_directory: str | os.PathLike) -> Non
     keeps every pooled vector independent of how a caller delimits texts in a flattened row.
     """
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
-    module_config = {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "pooler_output"}},
-        "module_output_name": "sentence_embedding",
-        "unpad_inputs": False,
-    }
-    for name, content in (("modules.json", modules), ("sentence_bert_config.json", module_config)):
+    for name, content in (("modules.json", modules), ("sentence_bert_config.json", SENTENCE_TRANSFORMERS_MODULE_CONFIG)):
         with open(os.path.join(save_directory, name), "w", encoding="utf-8") as f:
             json.dump(content, f, indent=2)
             f.write("\n")
@@ -1041,45 +1099,138 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        r"""
+        Padding positions of `last_hidden_state` and `hidden_states` are zeros, whichever path (packed or padded) ran.
+        `output_attentions=True` returns each layer's attention probabilities `(batch, heads, seq, seq)`; only the
+        eager computation materialises them, so that call runs eager and padded whatever `attn_implementation` is.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
+        attention_mask = self._checked_attention_mask(input_ids, attention_mask, inputs_embeds)
+        layout = self._execution_layout(attention_mask, position_ids, output_attentions)
+        positions_given = position_ids is not None
+        if position_ids is None:
+            position_ids = default_position_ids(attention_mask)
+        if not torch.compiler.is_compiling() and (
+            positions_given or attention_mask.shape[1] > self.config.max_position_embeddings
+        ):
+            warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
+
+        inputs_embeds, per_layer_inputs, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
+        if layout is None:
+            masks = build_attention_masks(attention_mask, self.config)
+            padding = ~attention_mask.bool()[..., None]
+        else:
+            masks = dict.fromkeys(self.config.layer_types, layout)
+            padding = None
+        hidden_states, all_hidden_states, all_attentions = self._run_layers(
+            inputs_embeds, per_layer_inputs, position_ids, masks, padding, output_hidden_states, output_attentions
+        )
+        if layout is not None:
+            # Step 5: the packed tokens back in the (batch, seq) layout of the input, zeros at padding positions.
+            hidden_states = layout.unpack(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states = tuple(layout.unpack(h) for h in all_hidden_states)
+        pooled = self.pooler(*texts_for_pooling(hidden_states, attention_mask, layout)) if self.pooler else None
+
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _checked_attention_mask(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Step 1: validate the inputs; the attention mask to use (all ones when none was given)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         reference = input_ids if input_ids is not None else inputs_embeds
+        if reference.dim() != (2 if input_ids is not None else 3):
+            expected = "(batch, sequence)" if input_ids is not None else "(batch, sequence, hidden_size)"
+            name = "input_ids" if input_ids is not None else "inputs_embeds"
+            raise ValueError(
+                f"{name} must have shape {expected}, got {tuple(reference.shape)}; for a single text add the batch "
+                "dimension (e.g. input_ids[None])."
+            )
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
         check_inputs(input_ids, attention_mask, reference, self.embed_tokens.num_embeddings)
-        positions_given = position_ids is not None
-        layout = self._packed_layout(attention_mask, position_ids)
-        if position_ids is None:
-            position_ids = default_position_ids(attention_mask)
-        if positions_given or reference.shape[1] > self.config.max_position_embeddings:
-            warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
-
         if self.config.hidden_size_per_layer_input and input_ids is None:
             raise ValueError(
                 "This model's per-layer input embeddings (Gemma 4 PLE) are looked up by token id: pass input_ids, "
                 "not inputs_embeds."
             )
-        if layout is None:
-            if inputs_embeds is None:
-                inputs_embeds = self.embed_tokens(input_ids)
-            masks = build_attention_masks(attention_mask, self.config)
-        else:
-            # Only real tokens are embedded and flow through the layers, as one (1, total) row.
-            if input_ids is not None:
-                input_ids = layout.pack(input_ids)
-            inputs_embeds = self.embed_tokens(input_ids) if inputs_embeds is None else layout.pack(inputs_embeds)
+        return attention_mask
+
+    def _execution_layout(
+        self, attention_mask: torch.Tensor, position_ids: torch.Tensor | None, output_attentions: bool
+    ) -> PackedLayout | None:
+        """Step 2: run packed (the layout of the real tokens) or padded (None)."""
+        if not output_attentions:
+            return self._packed_layout(attention_mask, position_ids)
+        if self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"output_attentions=True: attention weights exist only in the eager computation, so calls that return "
+                f"them run eager and padded instead of {self.config._attn_implementation!r}."
+            )
+        if position_ids is not None and not torch.compiler.is_compiling():
+            layout = packed_layout(attention_mask, position_ids)
+            if layout is not None and layout.is_flattened:
+                raise ValueError(
+                    "output_attentions=True returns (batch, heads, seq, seq) weights per row of a padded batch, but "
+                    "this batch holds several texts per row (position_ids restart inside a row); pass one text per row."
+                )
+        return None
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        layout: PackedLayout | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Step 3: token embeddings, Gemma 4's per-layer inputs (None without PLE) and the positions; packed, only
+        the real tokens, as one (1, total) row."""
+        if layout is not None:
+            input_ids = layout.pack(input_ids) if input_ids is not None else None
+            inputs_embeds = layout.pack(inputs_embeds) if inputs_embeds is not None else None
             position_ids = layout.pack(position_ids)
-            masks = dict.fromkeys(self.config.layer_types, layout)
-        per_layer_inputs = self._per_layer_inputs(input_ids, inputs_embeds)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        return inputs_embeds, self._per_layer_inputs(input_ids, inputs_embeds), position_ids
+
+    def _run_layers(
+        self,
+        inputs_embeds: torch.Tensor,
+        per_layer_inputs: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        masks: dict[str, "torch.Tensor | PackedLayout | None"],
+        padding: torch.Tensor | None,
+        output_hidden_states: bool,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """Step 4: the transformer layers and the final norm; the hidden states (and attentions) along the way.
+
+        A padded batch computes (meaningless) states at its padding positions (`padding`, True there): the returned
+        ones are zeroed, as a packed run leaves them, so a row's output never depends on which path its batch took.
+        The states are zeroed within the stream, not in copies, so that the returned tensors are those the next layer
+        reads (gradients reach them); no real token attends to a padding position, so its output does not change.
+        """
+
+        def zero_padding(x: torch.Tensor) -> torch.Tensor:
+            return x if padding is None else x.masked_fill(padding, 0.0)
+
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
@@ -1093,38 +1244,36 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             if layer_type in masks
         }
         shared_key_values = {} if self.config.num_kv_shared_layers else None
-
         hidden_states = inputs_embeds
         if hidden_states.dtype == torch.float16:
             # Gemma's residual stream outgrows fp16 (|x| > 1e5 in Gemma 3 270M's middle layers; fp16 tops out at
             # 65504), so an fp16 model keeps the stream in fp32 while every matmul still runs in fp16.
             hidden_states = hidden_states.float()
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_hidden_states = None
+        if output_hidden_states:
+            hidden_states = zero_padding(hidden_states)
+            all_hidden_states = (hidden_states,)
+        all_attentions = () if output_attentions else None
         for i, layer in enumerate(self.layers):
             per_layer_input = per_layer_inputs[..., i, :] if per_layer_inputs is not None else None
-            hidden_states = layer(
-                hidden_states, rotary[layer.layer_type], masks[layer.layer_type], shared_key_values, per_layer_input
+            hidden_states, weights = layer(
+                hidden_states,
+                rotary[layer.layer_type],
+                masks[layer.layer_type],
+                output_attentions,
+                shared_key_values,
+                per_layer_input,
             )
             if output_hidden_states:
+                hidden_states = zero_padding(hidden_states)
                 all_hidden_states += (hidden_states,)
-        hidden_states = self.norm(hidden_states).to(inputs_embeds.dtype)
+            if output_attentions:
+                all_attentions += (weights,)
+        hidden_states = zero_padding(self.norm(hidden_states).to(inputs_embeds.dtype))
         if output_hidden_states:
             # The last entry is the normalised output, as in transformers' Gemma models.
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
-        if layout is not None:
-            hidden_states = layout.unpack(hidden_states)
-            if output_hidden_states:
-                all_hidden_states = tuple(layout.unpack(h) for h in all_hidden_states)
-
-        pooled = None
-        if self.pooler is not None:
-            pooled = self.pooler(*texts_for_pooling(hidden_states, attention_mask, layout))
-
-        if not return_dict:
-            return tuple(v for v in (hidden_states, pooled, all_hidden_states) if v is not None)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
-        )
+        return hidden_states, all_hidden_states, all_attentions
 
     def _per_layer_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor | None:
         """Gemma 4's per-layer inputs, (..., num_hidden_layers, hidden_size_per_layer_input), or None without PLE:
@@ -1155,6 +1304,17 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         """The layout to run packed, or None to run the padded batch as it is (see `config.packed_execution`)."""
         mode = self.config.packed_execution
         packed_only = self.config._attn_implementation in ("flash_attention_2", "flex_attention")
+        if torch.compiler.is_exporting():
+            # A packed layout is read from the mask's values (nonzero, lengths), which an exported graph cannot depend
+            # on: export traces the padded computation, whatever `packed_execution` says. (A caller-flattened batch,
+            # several texts per row, is therefore not supported by an exported graph.)
+            if packed_only:
+                raise ValueError(
+                    f"attn_implementation={self.config._attn_implementation!r} runs texts packed, whose layout depends "
+                    "on the attention mask's values, which torch.export cannot trace; export with "
+                    "attn_implementation='sdpa' or 'eager'."
+                )
+            return None
         if mode == "auto" and not packed_only and attention_mask.is_cuda and not self._cuda_varlen_applies():
             # On a GPU the per-text attention loop (the packed fallback) launches kernels per text and layer and is
             # far slower than one padded SDPA call; measured 17x slower training on an H100 (docs/performance.md).
@@ -1214,7 +1374,8 @@ class GemmaEncoderHead(nn.Module):
 
 
 class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
-    """Backbone + `score` head; subclasses define the loss."""
+    """Backbone + pooled `score` head with `num_outputs` logits per text. A subclass picks the number of outputs and
+    defines its loss in `_loss(logits, labels)`; `forward` and its outputs are shared."""
 
     def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
         super().__init__(config)
@@ -1228,31 +1389,31 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
-    def _encode(self, input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if attention_mask is None:
-            ref = input_ids if input_ids is not None else inputs_embeds
-            attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        # Only explicit position_ids can mark several texts in one row (a caller-flattened batch).
-        layout = packed_layout(attention_mask, position_ids) if position_ids is not None else None
-        logits, _ = self.score(*texts_for_pooling(outputs.last_hidden_state, attention_mask, layout))
-        return logits, outputs
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        """Refuse a saved head whose pooler is another kind than this model's, even under `strict=False`.
 
+        PEFT loads an adapter's head (`modules_to_save`) with `strict=False` and drops the keys the model lacks: an
+        attention-pooling head loaded into a model built with mean pooling would lose its trained pooler without a
+        word and score differently. PEFT's wrapper segments are left out of the comparison.
+        """
 
-class GemmaEncoderForSequenceClassification(_GemmaEncoderWithHead):
-    """Text (or text-pair) classification and regression; `config.problem_type` picks the loss as in transformers."""
+        def pooler_keys(keys) -> set[str]:
+            names = (re.sub(r"\.(modules_to_save\.[^.]+|original_module)\.", ".", k[len(prefix) :]) for k in keys)
+            return {name for name in names if name.startswith("score.pooler.")}
 
-    def __init__(self, config: GemmaEncoderConfig):
-        super().__init__(config, config.num_labels)
+        saved = pooler_keys(k for k in state_dict if k.startswith(prefix))
+        own = pooler_keys(prefix + name for name, _ in self.named_parameters())
+        if any(k.startswith(prefix + "score.") for k in state_dict) and saved != own:
+            kinds = {"score.pooler.probes": "query probes", "score.pooler.key_probes": "kv probes"}
+            saved_kind = next((f"attention ({kinds[k]})" for k in sorted(saved) if k in kinds), "mean, first or last")
+            errors.append(
+                f"The saved head was trained with {saved_kind} pooling, but this model was built with "
+                f"{type(self.score.pooler).__name__ if hasattr(self.score, 'pooler') else 'another pooler'}. Build it "
+                "with the head settings it was trained with, e.g. from_pretrained(base, pooling='attention', "
+                "attention_pooling_probe=...), also as keyword arguments of AutoPeftModelForSequenceClassification."
+                "from_pretrained."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
 
     def forward(
         self,
@@ -1261,30 +1422,70 @@ class GemmaEncoderForSequenceClassification(_GemmaEncoderWithHead):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> SequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits, outputs = self._encode(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states)
-        loss = None if labels is None else self._classification_loss(logits, labels)
-        if not return_dict:
-            rest = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + rest) if loss is not None else rest
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = outputs.last_hidden_state
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+        # Only explicit position_ids can mark several texts in one row (a caller-flattened batch); an exported graph
+        # cannot read them (see GemmaEncoderModel._packed_layout).
+        layout = None
+        if position_ids is not None and not torch.compiler.is_exporting():
+            layout = packed_layout(attention_mask, position_ids)
+        logits, _ = self.score(*texts_for_pooling(hidden_states, attention_mask, layout))
 
-    def _classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = None
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor):
+                raise TypeError(
+                    f"labels must be a torch.Tensor, got {type(labels).__name__}; e.g. torch.tensor(labels)."
+                )
+            loss = self._loss(logits, labels.to(logits.device))
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GemmaEncoderForSequenceClassification(_GemmaEncoderWithHead):
+    """Text (or text-pair) classification and regression.
+
+    The loss follows `config.problem_type`. When it is unset, it is inferred for each call without changing the
+    config: regression for one label, single-label cross-entropy for integer class ids of shape `(batch,)`, multi-label
+    binary cross-entropy for float targets of shape `(batch, num_labels)`.
+    """
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__(config, config.num_labels)
+
+    def _problem_type(self, logits: torch.Tensor, labels: torch.Tensor) -> str:
+        if self.config.problem_type is not None:
+            return self.config.problem_type
+        if self.config.num_labels == 1:
+            return "regression"
+        if labels.is_floating_point() and labels.shape == logits.shape:
+            return "multi_label_classification"
+        return "single_label_classification"
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         num_labels = self.config.num_labels
-        labels = labels.to(logits.device)
-        if self.config.problem_type is None:
-            if num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
         batch = logits.shape[0]
-        problem = self.config.problem_type
+        problem = self._problem_type(logits, labels)
         if problem == "regression":
             if labels.numel() != logits.numel():
                 raise ValueError(
@@ -1296,7 +1497,8 @@ class GemmaEncoderForSequenceClassification(_GemmaEncoderWithHead):
             if labels.is_floating_point() or labels.dtype == torch.bool:
                 raise ValueError(
                     f"Single-label classification needs integer class ids (torch.long), got dtype {labels.dtype}; "
-                    "for float targets set problem_type='regression' or 'multi_label_classification'."
+                    "for float targets set problem_type='regression' or 'multi_label_classification' (multi-label "
+                    f"targets have shape ({batch}, {num_labels}))."
                 )
             if labels.shape != (batch,):
                 raise ValueError(f"Single-label labels must have shape ({batch},), got {tuple(labels.shape)}.")
@@ -1320,7 +1522,9 @@ class GemmaEncoderForSequenceClassification(_GemmaEncoderWithHead):
 def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, kind: str, group_size: int) -> torch.Tensor:
     """Loss of relevance `scores` (batch,) against graded `labels` (batch,) for one of the three ranking losses.
 
-    Pairwise and listwise losses read the batch as consecutive groups of `group_size` documents of one query.
+    Pairwise and listwise losses read the batch as consecutive groups of `group_size` documents of one query. Every
+    loss is a mean over examples (pointwise) or over query groups (pairwise, listwise), so equal micro-batches under
+    gradient accumulation or data parallelism add up to the loss of the whole batch.
     """
     scores, labels = scores.float(), labels.float()
     if kind == "pointwise":
@@ -1334,17 +1538,35 @@ def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, kind: str, group_si
         )
     scores, labels = scores.view(-1, group_size), labels.view(-1, group_size)
     if kind == "pairwise":
-        # RankNet: for every pair where document i is more relevant than j, penalise s_j - s_i.
+        # RankNet: for every pair where document i is more relevant than j, penalise s_j - s_i; averaged within each
+        # group, then over the groups, so that a group weighs the same however many pairs its labels make.
         better = labels[:, :, None] > labels[:, None, :]
-        if not better.any():
+        pairs = better.sum((1, 2))
+        if not bool((pairs > 0).any()):
             raise ValueError("Pairwise ranking loss found no group with two different labels.")
-        margins = scores[:, None, :] - scores[:, :, None]
-        return F.softplus(margins[better]).mean()
+        margins = F.softplus(scores[:, None, :] - scores[:, :, None]) * better
+        per_group = margins.sum((1, 2)) / pairs.clamp(min=1)
+        return per_group[pairs > 0].mean()
+    negative = labels[labels < 0]
+    if negative.numel():
+        raise ValueError(
+            f"Listwise ranking loss reads labels as graded relevances >= 0 (0 = not relevant), got "
+            f"{sorted(set(negative.tolist()))}; label non-relevant documents 0, not -1."
+        )
     totals = labels.sum(-1, keepdim=True)
     if (totals <= 0).any():
-        raise ValueError("Listwise ranking loss needs at least one relevant document (label > 0) in every group.")
+        groups = (totals.view(-1) <= 0).nonzero().flatten().tolist()
+        raise ValueError(
+            f"Listwise ranking loss needs at least one relevant document (label > 0) in every group; group(s) {groups} "
+            "(in batch order) have none."
+        )
     target = labels / totals
     return -(target * F.log_softmax(scores, dim=-1)).sum(-1).mean()
+
+
+def _has_default_labels(config: GemmaEncoderConfig) -> bool:
+    """Whether the config's labels are still `PreTrainedConfig`'s default two (nobody asked for a number)."""
+    return config.num_labels == 2 and config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
 
 
 class GemmaEncoderForRanking(_GemmaEncoderWithHead):
@@ -1354,39 +1576,30 @@ class GemmaEncoderForRanking(_GemmaEncoderWithHead):
     pairwise and listwise losses a batch is made of whole groups of `config.ranking_group_size` documents of one
     query. The module layout equals a one-label GemmaEncoderForSequenceClassification, so the same checkpoint also
     loads as a classifier (e.g. for sentence-transformers' CrossEncoder) with identical scores.
+
+    A ranker has exactly one output: its config must have `num_labels=1` or the untouched default labels (the model
+    then uses a copy with `num_labels=1`; the caller's config is not changed).
     """
 
     def __init__(self, config: GemmaEncoderConfig):
         if config.num_labels != 1:
+            if not _has_default_labels(config):
+                raise ValueError(
+                    f"GemmaEncoderForRanking scores each (query, document) pair with one output, but the config asks "
+                    f"for num_labels={config.num_labels} ({list(config.id2label.values())}); leave num_labels unset "
+                    "(or 1), or use GemmaEncoderForSequenceClassification for several classes."
+                )
+            config = copy.deepcopy(config)
             config.num_labels = 1
         super().__init__(config, 1)
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits, outputs = self._encode(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states)
-        loss = None
-        if labels is not None:
-            if labels.numel() != logits.shape[0]:
-                raise ValueError(
-                    f"Ranking labels must hold one relevance per (query, document) row: expected {logits.shape[0]}, "
-                    f"got shape {tuple(labels.shape)}."
-                )
-            loss = ranking_loss(
-                logits[:, 0], labels.to(logits.device).view(-1), self.config.ranking_loss, self.config.ranking_group_size
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if labels.numel() != logits.shape[0]:
+            raise ValueError(
+                f"Ranking labels must hold one relevance per (query, document) row: expected {logits.shape[0]}, "
+                f"got shape {tuple(labels.shape)}."
             )
-        if not return_dict:
-            return ((loss,) if loss is not None else ()) + (logits,)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return ranking_loss(logits[:, 0], labels.view(-1), self.config.ranking_loss, self.config.ranking_group_size)
 
 
 class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
@@ -1394,14 +1607,23 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
 
     `logits[:, i]` always scores the token at position i, so `labels` (token ids, -100 = ignore) and the `fill-mask`
     pipeline work as for any masked LM. `config.masked_lm_objective` picks the hidden state behind them: `"mntp"`
-    (default) reads position i - 1, as the decoder's LM head was pretrained to; `"mlm"` reads position i.
+    (default) reads position i - 1, as the decoder's LM head was pretrained to; `"mlm"` reads position i. Under MNTP
+    the first token of a text has no predecessor, so a label there cannot be predicted: it is ignored, with a warning.
 
     With `labels`, vocabulary logits are computed only at the labelled positions (`logits` then has shape
     `(num_labelled, vocab_size)`, as ModernBERT's sparse prediction): a full `(batch, seq, 262k)` fp32 tensor and its
     gradient would dominate the memory of an adaptation step.
+
+    The loss is a mean over labelled tokens, whose number varies between batches: given `num_items_in_batch` (the
+    Trainer passes the count over all micro-batches and processes of a step) it is the sum over this batch divided by
+    that count, so gradient accumulation and data parallelism weigh every token alike.
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # As transformers' Gemma LM head: the vocabulary projection is split by vocabulary rows under tensor parallelism,
+    # the same way as the embedding it is tied to, and gathered for the loss.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    accepts_loss_kwargs = True
 
     def __init__(self, config: GemmaEncoderConfig):
         super().__init__(config)
@@ -1436,9 +1658,10 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> MaskedLMOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
@@ -1446,6 +1669,7 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
@@ -1460,6 +1684,10 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
         if labels is None:
             logits = self._vocab_logits(hidden_states)
         else:
+            if not isinstance(labels, torch.Tensor):
+                raise TypeError(
+                    f"labels must be a torch.Tensor, got {type(labels).__name__}; e.g. torch.tensor(labels)."
+                )
             labels = labels.to(hidden_states.device)
             if labels.shape != hidden_states.shape[:2]:
                 raise ValueError(
@@ -1467,24 +1695,267 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
                     f"per position, -100 where there is nothing to predict), got {tuple(labels.shape)}."
                 )
             if mntp:
-                labels = labels.clone()
-                labels[:, 0] = -100
-                if position_ids is not None:
-                    # A caller-flattened row starts a new text where position_ids restart: its first token has no
-                    # predecessor in its own text, so it is no MNTP target either.
-                    labels.masked_fill_(position_ids.to(labels.device).expand_as(labels) == 0, -100)
+                labels = _drop_unpredictable_mntp_labels(labels, attention_mask, position_ids)
             selected = labels != -100
             logits = self._vocab_logits(hidden_states[selected])
             if selected.any():
-                loss = F.cross_entropy(logits.float(), labels[selected])
+                loss = self.loss_function(
+                    logits, labels[selected], vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
+                )
             else:
                 # A batch where the collator masked nothing: a zero loss that keeps the graph, not a NaN mean.
                 loss = hidden_states.sum() * 0.0
 
+        output = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def _drop_unpredictable_mntp_labels(
+    labels: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """MNTP predicts token i from position i - 1, so the first token of each text has no prediction: labels there
+    become -100, with a warning (a collator should leave them unmasked, as it does for `<bos>`).
+
+    A text starts at the first real token of a row (after left padding too) and, in a caller-flattened row, wherever
+    `position_ids` restart at 0.
+    """
+    if attention_mask is None:
+        real = torch.ones_like(labels, dtype=torch.bool)
+    else:
+        real = attention_mask.to(labels.device) != 0
+    before = F.pad(real[:, :-1], (1, 0), value=False)
+    first = real & ~before
+    if position_ids is not None:
+        first |= position_ids.to(labels.device).expand_as(labels) == 0
+    dropped = first & (labels != -100)
+    if not bool(dropped.any()):
+        return labels
+    warnings.warn(
+        f"{int(dropped.sum())} masked-LM label(s) sit on the first token of a text, which masked next-token "
+        "prediction (masked_lm_objective='mntp') cannot predict: there is no previous token. They are ignored; "
+        "leave the first token unmasked (as for <bos>), or use masked_lm_objective='mlm'.",
+        stacklevel=3,
+    )
+    return labels.masked_fill(first, -100)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Token-level heads (token classification, extractive question answering)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GemmaEncoderTokenHead(nn.Module):
+    """Per-token MLP: dropout -> dense -> activation -> dropout -> projection to `num_outputs`, on every position.
+
+    The sequence head's MLP without its pooler, sized by the same config fields (`classifier_hidden_size`: 0 for a
+    single linear layer; `classifier_dropout`; `classifier_activation`).
+    """
+
+    def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
+        super().__init__()
+        width = config.hidden_size if config.classifier_hidden_size is None else config.classifier_hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        if width:
+            self.dense = nn.Linear(config.hidden_size, width)
+            self.act = ACT2FN[config.classifier_activation]
+        else:
+            self.dense, width = None, config.hidden_size
+        self.out_proj = nn.Linear(width, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states)
+        if self.dense is not None:
+            x = self.dropout(self.act(self.dense(x)))
+        return self.out_proj(x)
+
+
+class _GemmaEncoderForTokens(GemmaEncoderPreTrainedModel):
+    """Backbone whose every token state feeds a `GemmaEncoderTokenHead`; subclasses name the head and define the loss.
+
+    The losses are means over the batch's targets, so `accepts_loss_kwargs = False`: the Trainer then divides by the
+    gradient-accumulation steps itself instead of passing `num_items_in_batch`.
+    """
+
+    accepts_loss_kwargs = False
+    _head_name: str
+
+    def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
+        super().__init__(config)
+        self.model = GemmaEncoderModel(config, add_pooling_layer=False)
+        setattr(self, self._head_name, GemmaEncoderTokenHead(config, num_outputs))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def _token_logits(
+        self, input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
+    ) -> tuple[torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
+        """(logits (batch, seq, outputs), attention mask, backbone outputs)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if attention_mask is None:
+            ref = input_ids if input_ids is not None else inputs_embeds
+            attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
+        backbone_kwargs = {} if output_attentions is None else {"output_attentions": output_attentions}
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **backbone_kwargs,
+        )
+        logits = getattr(self, self._head_name)(outputs.last_hidden_state)
+        return logits, attention_mask, outputs
+
+
+class GemmaEncoderForTokenClassification(_GemmaEncoderForTokens):
+    """One label per token (NER, PII tagging, chunking): `logits` has shape `(batch, seq, num_labels)`.
+
+    `labels` hold a class id per token and -100 where there is nothing to predict (special tokens, the non-first
+    pieces of a word, padding); the loss is the mean cross-entropy over the other tokens. Padding positions
+    (`attention_mask == 0`) are never targets, so padded, packed and flattened batches give the same loss. The head
+    is called `classifier`, the name PEFT's `TOKEN_CLS` task trains and saves with an adapter.
+    """
+
+    _head_name = "classifier"
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__(config, config.num_labels)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TokenClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits, attention_mask, outputs = self._token_logits(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
+        )
+        loss = None if labels is None else self._token_loss(logits, labels, attention_mask)
+        attentions = getattr(outputs, "attentions", None)
         if not return_dict:
-            rest = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            rest = tuple(v for v in (logits, outputs.hidden_states, attentions) if v is not None)
             return ((loss,) + rest) if loss is not None else rest
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=attentions
+        )
+
+    def _token_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        num_labels = self.config.num_labels
+        labels = labels.to(logits.device)
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(
+                f"Token-classification labels must have the shape of input_ids {tuple(logits.shape[:2])} (a class id "
+                f"per token, -100 where there is nothing to predict), got {tuple(labels.shape)}."
+            )
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"Token-classification labels must be integer class ids, got dtype {labels.dtype}.")
+        labels = labels.masked_fill(attention_mask.to(labels.device) == 0, -100)
+        bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_labels))]
+        if bad.numel():
+            raise ValueError(
+                f"Labels {sorted(set(bad.tolist()))} are outside [0, {num_labels}) for a {num_labels}-label token "
+                "classifier (-100 marks ignored tokens); check num_labels or the label mapping."
+            )
+        selected = labels != -100
+        if not selected.any():
+            # A batch without targets (e.g. every word truncated away): a zero loss that keeps the graph, not NaN.
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[selected].float(), labels[selected].long())
+
+
+class GemmaEncoderForQuestionAnswering(_GemmaEncoderForTokens):
+    """Extractive question answering: a start and an end score per token (`start_logits`, `end_logits`).
+
+    The head `qa_outputs` (the name PEFT's `QUESTION_ANS` task saves with an adapter) projects every token state to
+    two scores. Padding positions get the lowest score, so no answer span can start or end in padding and the padded
+    and packed computations give the same loss. `start_positions` / `end_positions` are token indices as in BERT:
+    positions past the sequence are clamped to its length and ignored, and the loss is the mean of the start and
+    end cross-entropies.
+    """
+
+    _head_name = "qa_outputs"
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__(config, 2)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits, attention_mask, outputs = self._token_logits(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
+        )
+        padding = attention_mask.to(logits.device) == 0
+        logits = logits.masked_fill(padding.unsqueeze(-1), torch.finfo(logits.dtype).min)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+
+        loss = None
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError("Pass both start_positions and end_positions for a loss, or neither.")
+        if start_positions is not None:
+            loss = (
+                self._position_loss(start_logits, start_positions, padding, "start_positions")
+                + self._position_loss(end_logits, end_positions, padding, "end_positions")
+            ) / 2
+        attentions = getattr(outputs, "attentions", None)
+        if not return_dict:
+            rest = tuple(v for v in (start_logits, end_logits, outputs.hidden_states, attentions) if v is not None)
+            return ((loss,) + rest) if loss is not None else rest
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=attentions,
+        )
+
+    @staticmethod
+    def _position_loss(logits: torch.Tensor, positions: torch.Tensor, padding: torch.Tensor, name: str) -> torch.Tensor:
+        batch, seq = logits.shape
+        positions = positions.to(logits.device)
+        if positions.dim() > 1:  # (batch, 1) from some collators
+            positions = positions.squeeze(-1)
+        if positions.shape != (batch,) or positions.is_floating_point():
+            raise ValueError(f"{name} must hold one integer token index per example, shape ({batch},); got "
+                             f"{tuple(positions.shape)} of dtype {positions.dtype}.")  # fmt: skip
+        # As BERT: an index past the sequence (an answer truncated away) is clamped to `seq` and ignored.
+        positions = positions.clamp(0, seq)
+        inside = positions < seq
+        on_padding = torch.zeros_like(inside)
+        on_padding[inside] = padding[inside.nonzero().squeeze(-1), positions[inside]]
+        if on_padding.any():
+            raise ValueError(
+                f"{name} {positions[on_padding].tolist()} point at padding tokens (rows "
+                f"{on_padding.nonzero().flatten().tolist()}); token indices must be computed on the padded batch "
+                "(pad on the right, or shift the positions by the left padding)."
+            )
+        if not inside.any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[inside].float(), positions[inside])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1544,4 +2015,6 @@ __all__ = [
     "GemmaEncoderForSequenceClassification",
     "GemmaEncoderForRanking",
     "GemmaEncoderForMaskedLM",
+    "GemmaEncoderForTokenClassification",
+    "GemmaEncoderForQuestionAnswering",
 ]

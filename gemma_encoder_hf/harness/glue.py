@@ -1,0 +1,142 @@
+# Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
+"""The measured recipe for each GLUE task, run end to end: `gemma-encoder finetune --task T SOURCE OUT_DIR`.
+
+Owns: `GLUE_RECIPES` (per task: adaptation steps, attention, pooling, learning rates, warm-up, epochs, tokens), the
+numbers behind each choice live in docs/results.md and benchmarks/results/glue_recipe_cpu.md; and `run_glue`, which
+carves the dev-shaped validation split, adapts the encoder on the training split's unlabelled text when the recipe
+says so, fine-tunes, saves the model and writes a results record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..modeling.modeling_gemma_encoder import GemmaEncoderForSequenceClassification
+from .adaptation import adapt
+from .data import get_task, load_glue, subsample, train_validation_split
+from .evaluation import results_record, write_results
+from .training import TrainingConfig, encoder_dir, finetune_classifier, load_task_model
+
+
+@dataclass(frozen=True)
+class GlueRecipe:
+    """Everything `run_glue` decides for one task when the user passes no tuning flag.
+
+    Attributes:
+        adapt_steps: masked-next-token adaptation steps on the training split's texts (labels dropped) before the
+            fine-tune; 0 skips the stage. 32 texts per step, the other adaptation settings are `adapt()`'s defaults.
+        attention: `"bidirectional"` or `"causal"` (`GemmaEncoderConfig.attention`).
+        pooling: `GemmaEncoderConfig.pooling`.
+        learning_rate: backbone learning rate.
+        head_learning_rate: learning rate of the new head (pooler + MLP).
+        warmup_ratio: fraction of the fine-tuning steps spent in linear warm-up.
+        epochs: passes over the labelled examples.
+        max_length: tokens per example (pairs: both texts together).
+        batch_size: labelled examples per step.
+    """
+
+    adapt_steps: int = 150
+    attention: str = "bidirectional"
+    pooling: str = "mean"
+    learning_rate: float = TrainingConfig.learning_rate
+    head_learning_rate: float = TrainingConfig.head_learning_rate
+    warmup_ratio: float = TrainingConfig.warmup_ratio
+    epochs: float = 1.0
+    max_length: int = 64
+    batch_size: int = 16
+
+
+# Single sentences: adapted on the task's own text, bidirectional, mean pooling (docs/adaptation.md). Pairs use the
+# same recipe with room for two texts: 128 tokens hold 99% of MRPC, STS-B and QNLI pairs, 256 of RTE's long premises.
+_PAIRS = GlueRecipe(max_length=128)
+GLUE_RECIPES: dict[str, GlueRecipe] = {
+    "sst2": GlueRecipe(),
+    "cola": GlueRecipe(),
+    "mrpc": _PAIRS,
+    "rte": dataclasses.replace(_PAIRS, max_length=256),
+    "stsb": _PAIRS,
+    "qnli": _PAIRS,
+}
+
+
+def run_glue(
+    task: str,
+    source: str | Path,
+    output_dir: str | Path,
+    train_examples: int | None = None,
+    *,
+    recipe: GlueRecipe | None = None,
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    cache_dir: str | Path = "runs/converted",
+    show_progress_bar: bool = True,
+) -> dict:
+    """Fine-tune `source` on a GLUE task with its recipe and return the results record (also in
+    `output_dir/results.json`; the model and tokenizer go to `output_dir/model`).
+
+    Args:
+        task: `sst2`, `cola`, `mrpc`, `rte`, `stsb` or `qnli`.
+        source: a decoder (folder, Hub id, `.gguf`, `"embedded"`) or a GemmaEncoder folder.
+        output_dir: where the adapted encoder (`adapted/`), the model (`model/`) and `results.json` go.
+        train_examples: a stratified subset of the training split of this size; all of it when None.
+        recipe: `GLUE_RECIPES[task]` when None.
+        data_root: the folder holding `<task>/...` (see `harness.data.GLUE_TASKS`); default: the environment
+            variable GEMMA_ENCODER_DATA.
+        seed: seeds the labelled subset, the head and the data order; the validation split is always seed 0, so runs
+            with different seeds and budgets are scored on the same rows.
+        device: "cpu", "cuda" or None (CUDA when available).
+        cache_dir: converted decoders are cached here.
+        show_progress_bar: tqdm progress bars.
+    """
+    spec = get_task(task)
+    if train_examples is not None and train_examples < 1:
+        raise ValueError(f"train_examples={train_examples}: ask for at least 1 labelled example, or None for all.")
+    recipe = recipe or GLUE_RECIPES[spec.name]
+    output_dir = Path(output_dir)
+    pool = load_glue(spec, data_root)
+    train_pool, validation = train_validation_split(pool, spec, seed=0)
+    train = subsample(train_pool, train_examples, spec, seed=seed)
+    if recipe.adapt_steps > 0:
+        # Unlabelled text a user has anyway: every text of the training split, never a validation row.
+        texts = list(train_pool["text"]) + (list(train_pool["text_pair"]) if spec.is_pair else [])
+        source = adapt(
+            encoder_dir(source, cache_dir), texts, output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
+            use_cpu=device == "cpu",
+        )
+    model, tokenizer = load_task_model(
+        GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed,
+        attention=recipe.attention, pooling=recipe.pooling, **spec.model_kwargs(),
+    )
+    config = TrainingConfig(
+        output_dir=output_dir / "checkpoints",
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        head_learning_rate=recipe.head_learning_rate,
+        warmup_ratio=recipe.warmup_ratio,
+        max_length=recipe.max_length,
+        seed=seed,
+        checkpoints=False,
+        eval_strategy="no",
+        device=device,
+        show_progress=show_progress_bar,
+    )
+    result = finetune_classifier(model, tokenizer, spec, train, validation, config)
+    result.model.save_pretrained(output_dir / "model")
+    tokenizer.save_pretrained(output_dir / "model")
+    metrics = {
+        **result.metrics,
+        "train_examples": float(len(train)),
+        "eval_examples": float(len(validation)),
+        "train_seconds": result.train_seconds,
+    }
+    record = results_record(
+        model=str(output_dir / "model"), task=spec.name, dataset_name=spec.name, split="validation(seed=0)",
+        path=str(Path(data_root) / spec.file), metrics=metrics, config=result.model.config,
+    )
+    record["recipe"] = dataclasses.asdict(recipe)
+    write_results(output_dir / "results.json", record)
+    return record

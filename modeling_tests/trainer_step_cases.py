@@ -1,0 +1,121 @@
+"""One optimizer step of each GemmaEncoder head with transformers' Trainer, shared by test_trainer_contracts.py and
+the two-process worker it launches (ddp_step_worker.py).
+
+Each case is a tiny model and an 8-row batch whose loss depends on how the rows are split: micro-batches hold
+different numbers of masked-LM labels, and ranking rows come in whole query groups. Plain SGD with a constant learning
+rate and no clipping makes the parameter update proportional to the gradient, so two ways of splitting the same 8
+rows (one batch of 8, 2 x 4 with gradient accumulation, 2 processes x 4) must take the same step.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from conftest import tiny_encoder_config
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+
+from gemma_encoder_hf import (
+    GemmaEncoderForMaskedLM,
+    GemmaEncoderForRanking,
+    GemmaEncoderForSequenceClassification,
+)
+
+ROWS, LENGTH, VOCAB = 8, 10, 128
+
+
+@dataclass(frozen=True)
+class Case:
+    model_class: type
+    config: dict
+    labels: list
+
+
+def _masked_lm_labels() -> list:
+    """Token labels: one per row in rows 0-3, three per row in rows 4-7 (never on the first token, which masked
+    next-token prediction cannot predict), so that micro-batches of 4 hold 4 and 12 labels."""
+    ids = _input_ids()
+    labels = torch.full((ROWS, LENGTH), -100)
+    for row in range(ROWS):
+        for position in [3] if row < 4 else [2, 5, 7]:
+            labels[row, position] = ids[row, position]
+    return labels.tolist()
+
+
+CASES = {
+    "sequence_classification": Case(GemmaEncoderForSequenceClassification, {"num_labels": 3}, [0, 2, 1, 1, 0, 2, 2, 1]),
+    "regression": Case(
+        GemmaEncoderForSequenceClassification, {"num_labels": 1}, [0.5, -1.0, 2.0, 0.0, 1.5, 0.2, -0.3, 1.0]
+    ),
+    "multi_label": Case(
+        GemmaEncoderForSequenceClassification,
+        {"num_labels": 2, "problem_type": "multi_label_classification"},
+        [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]] * 2,
+    ),
+    "ranking_pointwise": Case(GemmaEncoderForRanking, {"ranking_loss": "pointwise"}, [1, 0, 0, 1, 0, 0, 1, 0]),
+    # Two query groups of 4 documents with graded labels: 3 better/worse pairs in the first group, 5 in the second.
+    "ranking_pairwise": Case(
+        GemmaEncoderForRanking, {"ranking_loss": "pairwise", "ranking_group_size": 4}, [1, 0, 0, 0, 2, 1, 0, 0]
+    ),
+    "ranking_listwise": Case(
+        GemmaEncoderForRanking, {"ranking_loss": "listwise", "ranking_group_size": 4}, [1, 0, 0, 0, 2, 1, 0, 0]
+    ),
+    "masked_lm": Case(GemmaEncoderForMaskedLM, {}, None),
+}
+
+
+def _input_ids() -> torch.Tensor:
+    return torch.randint(3, VOCAB, (ROWS, LENGTH), generator=torch.Generator().manual_seed(0))
+
+
+def dataset(name: str) -> Dataset:
+    """8 rows, right-padded to different lengths."""
+    lengths = [10, 7, 9, 4, 10, 6, 8, 5]
+    attention_mask = [[1] * n + [0] * (LENGTH - n) for n in lengths]
+    labels = CASES[name].labels if CASES[name].labels is not None else _masked_lm_labels()
+    return Dataset.from_dict({"input_ids": _input_ids().tolist(), "attention_mask": attention_mask, "labels": labels})
+
+
+def model(name: str):
+    case = CASES[name]
+    torch.manual_seed(0)
+    # Dropout off so that the steps are deterministic; the padded path pinned so that every split runs the same kernels.
+    config = tiny_encoder_config(packed_execution="never", **case.config)
+    return case.model_class(config)
+
+
+def training_arguments(output_dir: Path, batch_size: int, accumulation: int) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,  # no clipping: it would hide a step of the wrong size
+        train_sampling_strategy="sequential",  # ranking groups stay whole, splits are the same rows
+        logging_steps=1,
+        use_cpu=True,
+        seed=0,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+
+
+def trainer_step(name: str, output_dir: Path, batch_size: int, accumulation: int) -> tuple[torch.Tensor, Trainer]:
+    """The parameter update (after - before, flattened) of one Trainer step, and the trainer."""
+    encoder = model(name)
+    before = torch.cat([p.detach().flatten().clone() for p in encoder.parameters()])
+    trainer = Trainer(
+        model=encoder, args=training_arguments(output_dir, batch_size, accumulation), train_dataset=dataset(name)
+    )
+    trainer.train()
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    return after - before, trainer
+
+
+def relative_difference(update: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((update - reference).norm() / reference.norm())
