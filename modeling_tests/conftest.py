@@ -21,6 +21,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    Gemma4ForCausalLM,
+    Gemma4TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
 )
@@ -28,7 +30,7 @@ from transformers import (
 import gemma_encoder_hf
 from gemma_encoder_hf.integrations import conversion
 
-GENERATIONS = ("gemma", "gemma2", "gemma3")
+GENERATIONS = ("gemma", "gemma2", "gemma3", "gemma4")
 
 TINY_COMMON = dict(
     vocab_size=128,
@@ -60,6 +62,21 @@ def tiny_decoder_config(generation: str, **overrides):
             },
         )
         return Gemma3TextConfig(**{**TINY_COMMON, **defaults, **overrides})
+    if generation == "gemma4":
+        # Every dense Gemma 4 feature at once: per-layer inputs, the last two layers reusing the keys/values of layers
+        # 0 and 1 (with double-wide MLPs), k = v projections and wider heads on full layers (proportional RoPE).
+        defaults = dict(
+            sliding_window=6,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            global_head_dim=32,
+            num_global_key_value_heads=1,
+            attention_k_eq_v=True,
+            num_kv_shared_layers=2,
+            use_double_wide_mlp=True,
+            hidden_size_per_layer_input=8,
+            vocab_size_per_layer_input=128,
+        )
+        return Gemma4TextConfig(**{**TINY_COMMON, **defaults, **overrides})
     raise ValueError(generation)
 
 
@@ -83,18 +100,97 @@ def tiny_encoder_config(**overrides) -> "gemma_encoder_hf.GemmaEncoderConfig":
     return gemma_encoder_hf.GemmaEncoderConfig(**{**fields, **overrides})
 
 
-DECODER_CLASSES = {"gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3": Gemma3ForCausalLM}
+DECODER_CLASSES = {
+    "gemma": GemmaForCausalLM,
+    "gemma2": Gemma2ForCausalLM,
+    "gemma3": Gemma3ForCausalLM,
+    "gemma4": Gemma4ForCausalLM,
+}
 
 
 def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -> Path:
-    """Save a random tiny decoder whose norm weights are random too (zeros would hide norm bugs)."""
+    """Save a random tiny decoder whose norm weights (and Gemma 4's layer scalars) are random too: their initial
+    values would hide bugs in how they are applied."""
     torch.manual_seed(seed)
     decoder = DECODER_CLASSES[generation](tiny_decoder_config(generation, **overrides))
     with torch.no_grad():
         for name, param in decoder.named_parameters():
             if "norm" in name:
                 param.normal_(0.0, 0.5)
+        for name, buffer in decoder.named_buffers():
+            if name.endswith("layer_scalar"):
+                buffer.uniform_(0.5, 1.5)
     decoder.save_pretrained(path)
+    return path
+
+
+# Encoder-decoder checkpoints whose encoder stack becomes the encoder (already bidirectional).
+ENCODER_SOURCES = ("t5gemma", "t5gemma2")
+# Every tiny checkpoint kind `tiny_decoder_dirs` holds; suites that only need a converted encoder run over all of them.
+SOURCES = GENERATIONS + ENCODER_SOURCES
+# T5Gemma 2's end-of-image token, whose embedding is a separate vector: inside the tiny vocabulary so tests can use it.
+T5GEMMA2_EOI_TOKEN = 7
+
+
+def tiny_encoder_source_config(kind: str, **overrides):
+    """A tiny T5Gemma / T5Gemma 2 config (tiny vision tower for T5Gemma 2); encoder and decoder stacks alike."""
+    from transformers import (
+        SiglipVisionConfig,
+        T5Gemma2Config,
+        T5Gemma2DecoderConfig,
+        T5Gemma2EncoderConfig,
+        T5Gemma2TextConfig,
+        T5GemmaConfig,
+        T5GemmaModuleConfig,
+    )
+
+    if kind == "t5gemma":
+        stack = {**TINY_COMMON, **dict(sliding_window=4, query_pre_attn_scalar=24, attn_logit_softcapping=50.0)}
+        stack.update(overrides)
+        return T5GemmaConfig(
+            encoder=T5GemmaModuleConfig(**stack), decoder=T5GemmaModuleConfig(**stack), vocab_size=stack["vocab_size"]
+        )
+    if kind == "t5gemma2":
+        # An even window: T5Gemma 2's encoder then sees one token more after a query than before it.
+        stack = dict(
+            TINY_COMMON,
+            sliding_window=6,
+            query_pre_attn_scalar=24,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1_000.0},
+            },
+        )
+        stack.update(overrides)
+        vision = SiglipVisionConfig(
+            hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=8, patch_size=4
+        )
+        encoder = T5Gemma2EncoderConfig(
+            text_config=T5Gemma2TextConfig(**stack), vision_config=vision, mm_tokens_per_image=4,
+            boi_token_index=6, eoi_token_index=T5GEMMA2_EOI_TOKEN, image_token_index=5,
+        )  # fmt: skip
+        return T5Gemma2Config(encoder=encoder, decoder=T5Gemma2DecoderConfig(**stack), image_token_index=5)
+    raise ValueError(kind)
+
+
+def encoder_source_class(kind: str):
+    from transformers import T5Gemma2ForConditionalGeneration, T5GemmaForConditionalGeneration
+
+    return {"t5gemma": T5GemmaForConditionalGeneration, "t5gemma2": T5Gemma2ForConditionalGeneration}[kind]
+
+
+def make_tiny_checkpoint(kind: str, path: Path, seed: int = 0, **overrides) -> Path:
+    """A tiny random checkpoint of any kind in SOURCES (decoders via `make_tiny_decoder`)."""
+    if kind in GENERATIONS:
+        return make_tiny_decoder(kind, path, seed, **overrides)
+    torch.manual_seed(seed)
+    model = encoder_source_class(kind)(tiny_encoder_source_config(kind, **overrides))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or "eoi_embedding" in name:
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(path)
     return path
 
 
@@ -144,8 +240,9 @@ def write_tiny_gemma3_gguf(decoder_dir, path):
 
 @pytest.fixture(scope="session")
 def tiny_decoder_dirs(tmp_path_factory) -> dict[str, Path]:
+    """One tiny random checkpoint folder per kind in SOURCES."""
     root = tmp_path_factory.mktemp("tiny_decoders")
-    return {g: make_tiny_decoder(g, root / g) for g in GENERATIONS}
+    return {kind: make_tiny_checkpoint(kind, root / kind) for kind in SOURCES}
 
 
 def random_batch(vocab_size: int, batch: int = 3, seq: int = 14, seed: int = 0):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import GENERATIONS
+from conftest import SOURCES
 
 from gemma_encoder_hf import GemmaEncoderModel
 
@@ -26,7 +26,7 @@ def _first_token_change(model, batch_size: int, padded: bool) -> float:
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("generation", SOURCES)
 def test_last_token_reaches_first_token(tiny_decoder_dirs, generation, implementation, padded, batch_size):
     # A window wider than the sequence on sliding layers would hide nothing; "global" makes every layer see all.
     bidirectional = GemmaEncoderModel.from_decoder(tiny_decoder_dirs[generation], bidirectional_window="global")

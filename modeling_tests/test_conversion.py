@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DECODER_CLASSES, GENERATIONS, random_batch
+from conftest import DECODER_CLASSES, GENERATIONS, SOURCES, random_batch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
 
@@ -15,6 +15,7 @@ from gemma_encoder_hf import (
     GemmaEncoderForSequenceClassification,
     GemmaEncoderModel,
 )
+from gemma_encoder_hf.integrations.conversion import SUPPORTED_SOURCES
 
 
 @pytest.mark.parametrize("generation", GENERATIONS)
@@ -28,7 +29,7 @@ def test_backbone_weights_are_the_decoders(tiny_decoder_dirs, generation):
         assert torch.equal(actual[name], tensor), name
 
 
-@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("generation", SOURCES)
 @pytest.mark.parametrize(
     "cls, auto_cls, overrides",
     [
@@ -65,8 +66,10 @@ def test_task_head_is_new_and_backbone_loads_from_a_base_encoder(tiny_decoder_di
 
 def test_unsupported_decoder_type_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4}))
-    with pytest.raises(ValueError, match=r"Unsupported decoder model_type 'llama'.*gemma2"):
+    with pytest.raises(ValueError, match=r"Unsupported decoder model_type 'llama'") as raised:
         GemmaEncoderModel.from_decoder(tmp_path)
+    for model_type in SUPPORTED_SOURCES:  # the error names every kind of checkpoint that is converted
+        assert repr(model_type) in str(raised.value)
 
 
 def test_cli_convert_writes_a_ready_to_use_folder(real_encoder_dir, tmp_path):
@@ -104,3 +107,12 @@ def test_cli_reports_bad_arguments_without_a_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "error" in result.stderr
+
+
+def test_gemma4_mixture_of_experts_is_refused_by_name(tmp_path):
+    from conftest import tiny_decoder_config
+
+    moe = tiny_decoder_config("gemma4", enable_moe_block=True, num_experts=2, top_k_experts=1, moe_intermediate_size=8)
+    moe.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"mixture-of-experts.*dense Gemma 4"):
+        GemmaEncoderModel.from_decoder(tmp_path)

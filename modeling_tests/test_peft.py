@@ -23,18 +23,24 @@ from gemma_encoder_hf import (
 )
 
 
-@pytest.fixture(scope="module", params=["query", "kv"])
+@pytest.fixture(
+    scope="module",
+    params=[("gemma3", "query"), ("gemma3", "kv"), ("t5gemma2", "query"), ("gemma4", "query")],
+    ids=lambda p: "-".join(p),
+)
 def base_dir(request, tiny_decoder_dirs, tmp_path_factory):
-    """A tiny classifier with attention pooling (query- or KV-probe), saved as the adapter's base model."""
+    """A tiny classifier with attention pooling (query- or KV-probe), saved as the adapter's base model; from a
+    Gemma 3 decoder, a T5Gemma 2 encoder and a Gemma 4 decoder (whose shared and k=v layers have no v_proj)."""
+    source, probe = request.param
     torch.manual_seed(0)
     model = GemmaEncoderForSequenceClassification.from_decoder(
-        tiny_decoder_dirs["gemma3"],
+        tiny_decoder_dirs[source],
         num_labels=2,
         pooling="attention",
-        attention_pooling_probe=request.param,
+        attention_pooling_probe=probe,
         classifier_dropout=0.0,
     )
-    path = tmp_path_factory.mktemp(f"peft_base_{request.param}")
+    path = tmp_path_factory.mktemp(f"peft_base_{source}_{probe}")
     model.save_pretrained(path)
     return path
 
@@ -55,11 +61,14 @@ def test_lora_without_target_modules_adapts_the_backbone_only(base_dir):
     model = GemmaEncoderForSequenceClassification.from_pretrained(base_dir)
     peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16))
     adapted = sorted(name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer))
+    # Every q_proj / v_proj of the backbone's attention (Gemma 4 layers that reuse keys and values, or read values off
+    # the key projection, have no v_proj).
     expected = sorted(
-        f"base_model.model.model.layers.{i}.self_attn.{proj}"
-        for i in range(model.config.num_hidden_layers)
-        for proj in ("q_proj", "v_proj")
+        f"base_model.model.{name}"
+        for name, _ in model.named_modules()
+        if name.startswith("model.layers.") and name.endswith(("self_attn.q_proj", "self_attn.v_proj"))
     )
+    assert len(expected) >= model.config.num_hidden_layers + 1
     # The head's pooler has its own q_proj/v_proj: it is trained whole (modules_to_save), never adapted.
     assert adapted == expected
     trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}

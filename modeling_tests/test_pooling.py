@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import GENERATIONS
+from conftest import SOURCES
 
 from gemma_encoder_hf import GemmaEncoderModel
 
@@ -19,7 +19,7 @@ POOLINGS = [
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("pooling", POOLINGS, ids=lambda p: "-".join(str(v) for v in p.values()))
-@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("generation", SOURCES)
 def test_pooler_output_is_padding_invariant(tiny_decoder_dirs, generation, pooling, implementation):
     torch.manual_seed(0)
     model = GemmaEncoderModel.from_decoder(tiny_decoder_dirs[generation], **pooling).eval()

@@ -1,7 +1,7 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
 """Decoder checkpoint (local folder, Hub id or GGUF file) -> GemmaEncoder config, weights and tokenizer.
 
-Owns: reading a Gemma 1/2/3 decoder's config and weights, mapping them onto a GemmaEncoder class, and preparing the
+Owns: reading a supported checkpoint's config and weights, mapping them onto a GemmaEncoder class, and preparing the
 tokenizer (pair template, length limit). It does not touch the modeling code beyond constructing/loading models.
 """
 
@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -28,19 +29,49 @@ from transformers import (
     PreTrainedConfig,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import cached_file
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 from ..modeling.modeling_gemma_encoder import CONVERSION_RECORD_FILE
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_DECODER_TYPES = ("gemma", "gemma2", "gemma3_text", "gemma3")
+# Checkpoint model_type -> what from_decoder takes from it (also the text of the "unsupported" error).
+SUPPORTED_SOURCES = {
+    "gemma": "Gemma 1 decoder",
+    "gemma2": "Gemma 2 decoder",
+    "gemma3_text": "Gemma 3 text decoder (also EmbeddingGemma's bidirectional Gemma 3)",
+    "gemma3": "Gemma 3 multimodal checkpoint (its text decoder)",
+    "gemma4_text": "Gemma 4 text decoder (dense)",
+    "gemma4": "Gemma 4 multimodal checkpoint (its dense text decoder)",
+    "t5gemma": "T5Gemma encoder-decoder (its bidirectional encoder; decoder weights dropped)",
+    "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
+}
+SUPPORTED_DECODER_TYPES = tuple(SUPPORTED_SOURCES)
 
-# Gemma 3 multimodal checkpoints keep the text decoder under a prefix (transformers 5 and older layouts); the
-# vision tower's keys map to nothing and are dropped as unexpected keys.
-_KEY_MAPPING = {
-    r"^model\.language_model\.": "model.",
-    r"^language_model\.model\.": "model.",
+# Where each kind of checkpoint keeps the stack the encoder takes, renamed onto the encoder's (= Gemma decoder's) names.
+# Keys that map to nothing (vision towers, T5Gemma decoders and LM heads) are dropped as unexpected keys.
+_KEY_MAPPINGS = {
+    # Gemma 3 multimodal checkpoints keep the text decoder under a prefix (transformers 5 and older layouts).
+    "gemma3": {
+        r"^model\.language_model\.": "model.",
+        r"^language_model\.model\.": "model.",
+    },
+    "gemma4": {r"^model\.language_model\.": "model."},
+    # T5GemmaForConditionalGeneration saves `model.encoder.*`; T5GemmaModel / T5GemmaEncoderModel save `encoder.*`.
+    # Its encoder layers name their attention norms `pre_/post_self_attn_layernorm`.
+    "t5gemma": {
+        r"^(?:model\.)?encoder\.": "model.",
+        r"\.pre_self_attn_layernorm\.": ".input_layernorm.",
+        r"\.post_self_attn_layernorm\.": ".post_attention_layernorm.",
+    },
+    # T5Gemma 2 saves its text encoder as `model.encoder.*` (transformers loads it as `model.encoder.text_model.*`);
+    # the vision tower and projector beside it are dropped.
+    "t5gemma2": {
+        r"^(?:model\.)?encoder\.(?:text_model\.)?": "model.",
+        r"\.pre_self_attn_layernorm\.": ".input_layernorm.",
+        r"\.post_self_attn_layernorm\.": ".post_attention_layernorm.",
+    },
 }
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
@@ -102,31 +133,62 @@ def _rope_base(rope_parameters: dict | None, layer_type: str | None, default: fl
     if layer_type is not None and layer_type in params:
         params = params[layer_type] or {}
     rope_type = params.get("rope_type", "default")
-    if rope_type not in ("default", "linear"):
-        raise ValueError(f"RoPE type {rope_type!r} is not supported; GemmaEncoder handles 'default' and 'linear'.")
-    factor = float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+    if rope_type not in ("default", "linear", "proportional"):
+        raise ValueError(
+            f"RoPE type {rope_type!r} is not supported; GemmaEncoder handles 'default', 'linear' and 'proportional'."
+        )
+    # Proportional RoPE (Gemma 4) divides its frequencies by `factor` too; its partial rotation is read separately.
+    factor = float(params.get("factor", 1.0)) if rope_type != "default" else 1.0
     return float(params.get("rope_theta", default)), factor
 
 
+def _unsupported(model_type: str) -> ValueError:
+    supported = "; ".join(f"{name!r}: {what}" for name, what in SUPPORTED_SOURCES.items())
+    return ValueError(
+        f"Unsupported decoder model_type {model_type!r}: GemmaEncoder converts these checkpoint types: {supported}."
+    )
+
+
+def _text_stack_config(source_config: PreTrainedConfig) -> tuple[PreTrainedConfig, str]:
+    """(config of the stack the encoder takes, its layer family: "gemma", "gemma2" or "gemma3")."""
+    model_type = source_config.model_type
+    if model_type not in SUPPORTED_SOURCES:
+        raise _unsupported(model_type)
+    if model_type in ("gemma3", "gemma4"):
+        text_config = source_config.get_text_config()
+        return text_config, text_config.model_type.removesuffix("_text")
+    if model_type == "t5gemma":
+        # The encoder stack is a Gemma 2 stack (sandwich norms, soft-capping, one RoPE base), bidirectional.
+        return source_config.encoder, "gemma2"
+    if model_type == "t5gemma2":
+        # A Gemma 3 stack (qk-norm, RoPE base per layer type) under the multimodal encoder config.
+        return source_config.encoder.text_config, "gemma3"
+    return source_config, model_type.removesuffix("_text")
+
+
+def _base_layer_attribute(c: PreTrainedConfig, name: str):
+    """An attention attribute of the sliding (or only) layers. Gemma 4 configs vary them per layer and refuse the
+    global attribute as ambiguous; their full-attention values are read in `_gemma4_fields`."""
+    if "per_layer_config" not in c.to_dict():
+        return getattr(c, name)
+    layer_types = list(c.layer_types)
+    base_layer = layer_types.index("sliding_attention") if "sliding_attention" in layer_types else 0
+    return getattr(c.per_layer_config[base_layer], name)
+
+
 def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -> GemmaEncoderConfig:
-    """Map a Gemma 1/2/3 decoder config onto a GemmaEncoderConfig; `overrides` set encoder knobs (or any field)."""
-    model_type = decoder_config.model_type
-    if model_type not in SUPPORTED_DECODER_TYPES:
-        raise ValueError(
-            f"Unsupported decoder model_type {model_type!r}: GemmaEncoder converts {list(SUPPORTED_DECODER_TYPES)}."
-        )
-    if model_type == "gemma3":
-        decoder_config = decoder_config.get_text_config()
-        model_type = decoder_config.model_type
-    c = decoder_config
+    """Map a supported checkpoint config (see SUPPORTED_SOURCES) onto a GemmaEncoderConfig; `overrides` set encoder
+    knobs (or any field)."""
+    source_type = decoder_config.model_type
+    c, family = _text_stack_config(decoder_config)
     fields = dict(
         vocab_size=c.vocab_size,
         hidden_size=c.hidden_size,
         intermediate_size=c.intermediate_size,
         num_hidden_layers=c.num_hidden_layers,
         num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads,
-        head_dim=c.head_dim,
+        num_key_value_heads=_base_layer_attribute(c, "num_key_value_heads"),
+        head_dim=_base_layer_attribute(c, "head_dim"),
         max_position_embeddings=c.max_position_embeddings,
         rms_norm_eps=c.rms_norm_eps,
         initializer_range=c.initializer_range,
@@ -135,9 +197,9 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         bos_token_id=c.bos_token_id,
         eos_token_id=c.eos_token_id,
         tie_word_embeddings=c.tie_word_embeddings,
-        decoder_model_type=model_type,
+        decoder_model_type=c.model_type if source_type in ("gemma3", "gemma4") else source_type,
     )
-    if model_type == "gemma":
+    if family == "gemma":
         rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
         fields.update(
             hidden_activation=c.hidden_act,
@@ -153,19 +215,22 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         )
     else:
         sliding_window = c.sliding_window
-        if getattr(c, "use_bidirectional_attention", False) and model_type == "gemma3_text":
+        if getattr(c, "use_bidirectional_attention", False) in (True, "all"):
             # Gemma3TextConfig stores (window // 2) + 1 once built with this flag; recover the decoder's window.
             sliding_window = (sliding_window - 1) * 2
         fields.update(
             hidden_activation=c.hidden_activation,
-            query_pre_attn_scalar=c.query_pre_attn_scalar,
-            attn_logit_softcapping=c.attn_logit_softcapping,
+            # Gemma 4 has neither (see _gemma4_fields).
+            query_pre_attn_scalar=getattr(c, "query_pre_attn_scalar", None),
+            attn_logit_softcapping=getattr(c, "attn_logit_softcapping", None),
             final_logit_softcapping=c.final_logit_softcapping,
             use_sandwich_norms=True,
             sliding_window=sliding_window,
             layer_types=list(c.layer_types),
         )
-        if model_type == "gemma2":
+        if family == "gemma4":
+            fields.update(_gemma4_fields(c))
+        elif family == "gemma2":
             rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
             fields.update(use_qk_norm=False, rope_theta=rope_theta, rope_local_base_freq=None)
         else:
@@ -176,8 +241,71 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
             fields.update(
                 use_qk_norm=True, rope_theta=rope_theta, rope_local_base_freq=local_theta, rope_scaling_factor=factor
             )
+    fields.update(_encoder_checkpoint_fields(decoder_config, c, sliding_window=fields["sliding_window"]))
     fields.update(overrides)
     return GemmaEncoderConfig(**fields)
+
+
+def _gemma4_fields(c: PreTrainedConfig) -> dict:
+    """Gemma 4 text: Gemma 3's layout plus per-layer embeddings, key/value sharing, k = v projections on full layers,
+    value norms, wider full-attention heads with proportional (partial) RoPE, unit-free norms and layer scalars."""
+    if c.enable_moe_block:
+        raise ValueError(
+            "Gemma 4 mixture-of-experts checkpoints (enable_moe_block=True) are not supported; GemmaEncoder converts "
+            "the dense Gemma 4 text models."
+        )
+    rope_theta, factor = _rope_base(c.rope_parameters, "full_attention", 1_000_000.0)
+    local_theta, local_factor = _rope_base(c.rope_parameters, "sliding_attention", 10_000.0)
+    if local_factor != 1.0:
+        raise ValueError("Scaled RoPE on sliding-window layers is not supported.")
+    full_rope = c.rope_parameters["full_attention"]
+    partial = float(full_rope.get("partial_rotary_factor", 1.0)) if full_rope["rope_type"] == "proportional" else 1.0
+    full_layer = c.layer_types.index("full_attention")
+    return dict(
+        # transformers' Gemma 4 attention does not scale its logits (q and k are RMS-normalised).
+        query_pre_attn_scalar=1.0,
+        attn_logit_softcapping=None,
+        use_qk_norm=True,
+        rms_norm_unit_offset=False,
+        use_value_norm=True,
+        use_layer_scalar=True,
+        rope_theta=rope_theta,
+        rope_local_base_freq=local_theta,
+        rope_scaling_factor=factor,
+        rope_partial_rotary_factor=partial,
+        global_head_dim=c.per_layer_config[full_layer].head_dim,
+        num_global_key_value_heads=c.per_layer_config[full_layer].num_key_value_heads,
+        attention_k_eq_v=c.attention_k_eq_v,
+        num_kv_shared_layers=c.num_kv_shared_layers,
+        use_double_wide_mlp=c.use_double_wide_mlp,
+        hidden_size_per_layer_input=c.hidden_size_per_layer_input or 0,
+        vocab_size_per_layer_input=c.vocab_size_per_layer_input if c.hidden_size_per_layer_input else None,
+    )
+
+
+def _encoder_checkpoint_fields(
+    source_config: PreTrainedConfig, stack_config: PreTrainedConfig, sliding_window: int | None
+) -> dict:
+    """Fields of checkpoints whose stack is already a bidirectional encoder: keep the window it was trained with.
+
+    transformers masks T5Gemma's encoder sliding layers with |i - j| <= window (`create_bidirectional_sliding_window_
+    mask`), T5Gemma 2's with (window + 1) // 2 - 1 tokens before and window // 2 after (its
+    `sliding_window_mask_function(is_causal=False)`), and a Gemma 4 built with use_bidirectional_attention="all" with
+    |i - j| <= window // 2 + 1 (the halved window it stores, compared inclusively; one token more per side than Gemma
+    3's `"split"`); none is one of the decoder-derived windows.
+    """
+    if stack_config.model_type == "gemma4_text" and stack_config.use_bidirectional_attention == "all":
+        span = sliding_window // 2 + 1
+        return dict(bidirectional_window="native", native_bidirectional_window=[span, span])
+    if source_config.model_type == "t5gemma":
+        return dict(bidirectional_window="native", native_bidirectional_window=[sliding_window, sliding_window])
+    if source_config.model_type == "t5gemma2":
+        return dict(
+            bidirectional_window="native",
+            native_bidirectional_window=[(sliding_window + 1) // 2 - 1, sliding_window // 2],
+            eoi_token_index=source_config.eoi_token_index,
+        )
+    return {}
 
 
 # Keyword arguments of `from_decoder` that are download options rather than config fields.
@@ -282,8 +410,132 @@ def _check_loaded(model, missing_keys: list[str], source) -> None:
     if missing_backbone:
         raise ValueError(
             f"{source} lacks {len(missing_backbone)} backbone weights of a Gemma decoder (e.g. {missing_backbone[:3]}); "
-            "it is not a complete Gemma 1/2/3 text checkpoint."
+            "it is not a complete checkpoint of a supported type."
         )
+
+
+# sentence-transformers pooling modes -> the GemmaEncoder pooling computing the same vector.
+_ST_POOLINGS = {
+    "mean": {"pooling": "mean"},
+    "cls": {"pooling": "first", "pooling_k": 1},
+    "lasttoken": {"pooling": "last", "pooling_k": 1},
+}
+
+
+@dataclasses.dataclass
+class SentenceTransformersModules:
+    """What a sentence-transformers folder (EmbeddingGemma and alike) adds around the checkpoint at its root.
+
+    `pooling` holds the GemmaEncoderConfig fields equal to its Pooling module; `after_pooling` the modules.json
+    entries of the modules that follow it (Dense projections, Normalize), carried into a converted folder as they are.
+    """
+
+    location: str
+    pooling: dict
+    after_pooling: list[dict]
+    max_seq_length: int | None
+
+
+def _hub_file(location: str, filename: str, **hub_kwargs) -> str | None:
+    """Local path of `filename` in a checkpoint folder or Hub repo, or None when it has none."""
+    return cached_file(
+        location,
+        filename,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+
+
+def read_sentence_transformers_modules(location: str, **hub_kwargs) -> SentenceTransformersModules | None:
+    """The sentence-transformers modules of a checkpoint saved as a SentenceTransformer, None for plain checkpoints.
+
+    Supported: the checkpoint itself as module 0 (a Transformer at the folder root), then a Pooling module whose mode
+    has a GemmaEncoder equivalent, then any modules working on the pooled vector (Dense, Normalize, ...).
+    """
+    modules_file = _hub_file(location, "modules.json", **hub_kwargs)
+    if modules_file is None:
+        return None
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError as err:
+        raise ImportError(
+            f"{location} is a sentence-transformers folder (modules.json); reading its Pooling and projection modules "
+            "needs sentence-transformers: pip install 'gemma-encoder-hf[train]'."
+        ) from err
+    modules = json.loads(Path(modules_file).read_text(encoding="utf-8"))
+    types = [entry["type"].rsplit(".", 1)[-1] for entry in modules]
+    if len(modules) < 2 or types[0] != "Transformer" or modules[0]["path"] != "" or types[1] != "Pooling":
+        raise ValueError(
+            f"{location} is a sentence-transformers folder with modules {types}; converting one needs the checkpoint "
+            "as a Transformer module at the folder root followed by a Pooling module (as EmbeddingGemma's)."
+        )
+    pooling_config = Pooling.load_config(
+        location,
+        subfolder=modules[1]["path"],
+        token=hub_kwargs.get("token"),
+        cache_folder=hub_kwargs.get("cache_dir"),
+        revision=hub_kwargs.get("revision"),
+        local_files_only=hub_kwargs.get("local_files_only", False),
+    )
+    mode = pooling_config.get("pooling_mode", "mean")
+    mode = mode[0] if isinstance(mode, (list, tuple)) and len(mode) == 1 else mode
+    if not isinstance(mode, str) or mode not in _ST_POOLINGS:
+        raise ValueError(
+            f"The Pooling module of {location} uses pooling_mode={mode!r}, which GemmaEncoder cannot compute; "
+            f"supported: {list(_ST_POOLINGS)}."
+        )
+    if not pooling_config.get("include_prompt", True):
+        raise ValueError(
+            f"The Pooling module of {location} excludes prompt tokens (include_prompt=False); GemmaEncoder's poolers "
+            "pool every real token, so the converted embeddings would differ."
+        )
+    transformer_file = _hub_file(location, "sentence_bert_config.json", **hub_kwargs)
+    transformer_config = json.loads(Path(transformer_file).read_text(encoding="utf-8")) if transformer_file else {}
+    return SentenceTransformersModules(
+        location=location,
+        pooling=_ST_POOLINGS[mode],
+        after_pooling=modules[2:],
+        max_seq_length=transformer_config.get("max_seq_length"),
+    )
+
+
+def _module_folder(location: str, path: str, **hub_kwargs) -> Path:
+    """A module folder of a local checkpoint, or of a Hub repo (downloaded)."""
+    if Path(location).is_dir():
+        return Path(location) / path
+    from huggingface_hub import snapshot_download
+
+    options = {k: v for k, v in hub_kwargs.items() if k != "subfolder"}
+    return Path(snapshot_download(location, allow_patterns=[f"{path}/*"], **options)) / path
+
+
+def carry_sentence_transformers_modules(
+    st_modules: SentenceTransformersModules, output_dir: Path, **hub_kwargs
+) -> None:
+    """Append the source's post-pooling modules (Dense projections, Normalize) to a converted encoder's
+    sentence-transformers pipeline, with its prompts and similarity function, so SentenceTransformer(output_dir)
+    computes the source's embeddings: the encoder's `pooler_output` stands in for Transformer + Pooling."""
+    modules_path = output_dir / "modules.json"
+    modules = json.loads(modules_path.read_text(encoding="utf-8"))
+    for entry in st_modules.after_pooling:
+        idx = len(modules)
+        path = f"{idx}_{entry['type'].rsplit('.', 1)[-1]}"
+        source_folder = _module_folder(st_modules.location, entry["path"], **hub_kwargs)
+        if source_folder.is_dir():
+            shutil.copytree(source_folder, output_dir / path, dirs_exist_ok=True)
+        else:
+            (output_dir / path).mkdir()  # modules without files (Normalize) may have no folder at all
+        modules.append({**entry, "idx": idx, "name": str(idx), "path": path})
+    modules_path.write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    if st_modules.max_seq_length is not None:
+        bert_config_path = output_dir / "sentence_bert_config.json"
+        bert_config = json.loads(bert_config_path.read_text(encoding="utf-8"))
+        bert_config["max_seq_length"] = st_modules.max_seq_length
+        bert_config_path.write_text(json.dumps(bert_config, indent=2) + "\n", encoding="utf-8")
+    st_config = _hub_file(st_modules.location, "config_sentence_transformers.json", **hub_kwargs)
+    if st_config is not None:  # prompts (query / document) and the similarity function
+        shutil.copyfile(st_config, output_dir / "config_sentence_transformers.json")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -295,13 +547,15 @@ def _cache_root() -> Path:
     return Path(os.environ.get("GEMMA_ENCODER_HF_CACHE", Path.home() / ".cache" / "gemma_encoder_hf"))
 
 
-def _source_record(source: str | os.PathLike, hub_kwargs: dict) -> dict:
-    """Where the decoder came from, in a form that finds it again from any working directory."""
+def _source_record(source: str | os.PathLike, model_type: str, hub_kwargs: dict) -> dict:
+    """Where the decoder came from, in a form that finds it again from any working directory, and its `model_type`
+    (which names the key mapping its weights load through)."""
     text = str(source)
     if text != EMBEDDED_SOURCE and Path(text).exists():
         text = str(Path(text).resolve())
     # Credentials and local cache settings stay out: the record is written to disk and may be read elsewhere.
-    return {"source": text, "hub_kwargs": {k: hub_kwargs[k] for k in ("revision", "subfolder") if hub_kwargs.get(k)}}
+    kept = {k: hub_kwargs[k] for k in ("revision", "subfolder") if hub_kwargs.get(k)}
+    return {"source": text, "model_type": model_type, "hub_kwargs": kept}
 
 
 def _record_seed(record: dict, config: GemmaEncoderConfig) -> int:
@@ -363,7 +617,7 @@ def load_conversion_record(cls, folder: str | os.PathLike, *args, **kwargs):
             f"{folder} records a conversion from {record['source']!r}; loading it does not support {unsupported}. "
             "Save the converted model with save_pretrained and load that folder instead."
         )
-    model = _convert(cls, record["source"], config, record["seed"], dtype, hub_kwargs)
+    model = _convert(cls, record["source"], record["model_type"], config, record["seed"], dtype, hub_kwargs)
     model.name_or_path = model.config.name_or_path = str(folder)
     return model
 
@@ -404,17 +658,22 @@ def from_decoder(
     else:
         decoder = None
         decoder_config = AutoConfig.from_pretrained(location, **hub_kwargs)
+    st_modules = None if gguf_file else read_sentence_transformers_modules(location, **hub_kwargs)
+    if st_modules is not None:
+        # The folder's own Pooling module decides the pooled vector, unless the caller chose another pooling.
+        overrides = {**st_modules.pooling, **overrides}
     config = encoder_config_from_decoder(decoder_config, **overrides)
-    record = _source_record(source, hub_kwargs)
+    record = _source_record(source, decoder_config.model_type, hub_kwargs)
     record["seed"] = _record_seed(record, config)
-    model = _convert(cls, source, config, record["seed"], dtype, hub_kwargs, decoder)
+    model = _convert(cls, source, decoder_config.model_type, config, record["seed"], dtype, hub_kwargs, decoder)
     # The record holds the model's config as built (a ranker, for one, has a single output whatever it was given).
     model.name_or_path = model.config.name_or_path = str(write_conversion_record(record, model.config))
     return model
 
 
-def _convert(cls, source, config, seed: int, dtype, hub_kwargs: dict, decoder=None):
-    """Build `cls` with `config` and the decoder's backbone weights; new parameters drawn from `seed`.
+def _convert(cls, source, model_type: str, config, seed: int, dtype, hub_kwargs: dict, decoder=None):
+    """Build `cls` with `config` and the backbone weights of the `model_type` checkpoint at `source` (renamed by
+    `_KEY_MAPPINGS`); new parameters drawn from `seed`.
 
     `decoder` is the (config, tensors) of a GGUF already read by `read_gguf_decoder`."""
     location, gguf_file = resolve_source(source)
@@ -424,7 +683,12 @@ def _convert(cls, source, config, seed: int, dtype, hub_kwargs: dict, decoder=No
         torch.manual_seed(seed)
         if decoder is None:
             model, info = cls.from_pretrained(
-                location, config=config, key_mapping=_KEY_MAPPING, dtype=dtype, output_loading_info=True, **hub_kwargs
+                location,
+                config=config,
+                key_mapping=_KEY_MAPPINGS.get(model_type),
+                dtype=dtype,
+                output_loading_info=True,
+                **hub_kwargs,
             )
             missing_keys = info["missing_keys"]
         else:
@@ -513,7 +777,9 @@ def convert(
 
     `task` picks the class: "base" (GemmaEncoderModel), "classification", "ranking", "masked-lm",
     "token-classification" or "question-answering". `max_length` is the tokenizer's `model_max_length` (default
-    `DEFAULT_MAX_LENGTH`); `overrides` are GemmaEncoderConfig fields.
+    `DEFAULT_MAX_LENGTH`); `overrides` are GemmaEncoderConfig fields. A base encoder converted from a
+    sentence-transformers folder (EmbeddingGemma) keeps the folder's projection modules (Dense, Normalize) and prompts
+    in its own sentence-transformers pipeline.
     """
     from ..modeling.modeling_gemma_encoder import (
         GemmaEncoderForMaskedLM,
@@ -540,5 +806,9 @@ def convert(
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    location, gguf_file = resolve_source(source)
+    st_modules = None if gguf_file else read_sentence_transformers_modules(location, **hub_kwargs)
+    if st_modules is not None and task == "base":
+        carry_sentence_transformers_modules(st_modules, output_dir, **hub_kwargs)
     logger.info("wrote %s encoder converted from %s to %s", task, source, output_dir)
     return output_dir

@@ -51,7 +51,14 @@ KNOWN_DATASETS = {
     "squad": ("rajpurkar/squad", None, "SQuAD v1.1 (exact match / F1)"),
 }
 
-GENERATIONS = {"gemma": "Gemma 1", "gemma2": "Gemma 2", "gemma3_text": "Gemma 3 (text)"}
+GENERATIONS = {
+    "gemma": "Gemma 1",
+    "gemma2": "Gemma 2",
+    "gemma3_text": "Gemma 3 (text)",
+    "gemma4_text": "Gemma 4 (text)",
+    "t5gemma": "T5Gemma (encoder)",
+    "t5gemma2": "T5Gemma 2 (text encoder)",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

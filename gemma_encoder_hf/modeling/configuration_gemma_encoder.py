@@ -10,7 +10,7 @@ import difflib
 from transformers import PreTrainedConfig
 
 ATTENTION_TYPES = ("bidirectional", "causal")
-BIDIRECTIONAL_WINDOWS = ("split", "full", "global")
+BIDIRECTIONAL_WINDOWS = ("split", "full", "global", "native")
 POOLING_TYPES = ("mean", "first", "last", "attention")
 ATTENTION_POOLING_PROBES = ("query", "kv")
 RANKING_LOSSES = ("pointwise", "pairwise", "listwise")
@@ -62,9 +62,10 @@ def _refuse_misspelt_fields(config_class: type, kwargs: dict) -> None:
 
 class GemmaEncoderConfig(PreTrainedConfig):
     r"""
-    Configuration of a bidirectional encoder built from a Gemma 1, Gemma 2 or Gemma 3 (text) decoder.
+    Configuration of a bidirectional encoder built from a Gemma 1, 2, 3 or 4 (text) decoder, or from the encoder of a
+    T5Gemma / T5Gemma 2 checkpoint.
 
-    The backbone fields express all three generations with one layer implementation; `from_decoder` fills them from
+    The backbone fields express every generation with one layer implementation; `from_decoder` fills them from
     the decoder's own config, so users normally only set the encoder knobs. Defaults describe Gemma 3 270M.
 
     Backbone (copied from the decoder):
@@ -99,8 +100,35 @@ class GemmaEncoderConfig(PreTrainedConfig):
             use 8.0); 1.0 means none.
         pad_token_id, bos_token_id, eos_token_id (`int`): special token ids of the Gemma tokenizer.
         tie_word_embeddings (`bool`): the masked-LM head reuses the input embedding, as Gemma's LM head does.
-        decoder_model_type (`str`, *optional*): model_type of the decoder this encoder was converted from
-            (`"gemma"`, `"gemma2"`, `"gemma3_text"`); informational, used by model cards.
+        decoder_model_type (`str`, *optional*): model_type of the checkpoint this encoder was converted from
+            (`"gemma"`, `"gemma2"`, `"gemma3_text"`, `"t5gemma"`, `"t5gemma2"`); informational, used by model cards.
+        native_bidirectional_window (`list[int]`, *optional*): `[left, right]`: how many tokens before and after
+            itself a query on a sliding layer sees when the checkpoint is an encoder trained bidirectionally with its
+            own window (T5Gemma: `[sliding_window, sliding_window]`; T5Gemma 2: `[(sliding_window + 1) // 2 - 1,
+            sliding_window // 2]`, as transformers' encoders mask them). Used when `bidirectional_window="native"`.
+        rms_norm_unit_offset (`bool`): Gemma 1-3 RMS norms scale by `1 + weight` (zero weights are the identity);
+            Gemma 4's scale by `weight` itself.
+        global_head_dim (`int`, *optional*): head width of full-attention layers when it differs from `head_dim`
+            (Gemma 4).
+        num_global_key_value_heads (`int`, *optional*): key/value heads of full-attention layers when they differ from
+            `num_key_value_heads` (Gemma 4 models with `attention_k_eq_v`).
+        attention_k_eq_v (`bool`): full-attention layers have no `v_proj`: the key projection doubles as the value
+            projection (values are taken before the key norm and RoPE) (Gemma 4).
+        use_value_norm (`bool`): RMS-normalise values per head, without a learned scale (Gemma 4).
+        num_kv_shared_layers (`int`): the last `num_kv_shared_layers` layers compute no keys or values of their own:
+            each reuses those of the last earlier layer of its type (Gemma 4).
+        use_double_wide_mlp (`bool`): the key/value-sharing layers have feed-forward layers twice
+            `intermediate_size` wide (Gemma 4).
+        rope_partial_rotary_factor (`float`): share of the head dimensions full-attention layers rotate ("proportional"
+            RoPE: the frequencies of the other dimensions are zero, so those dimensions carry no position) (Gemma 4
+            uses 0.25); 1.0 rotates them all.
+        hidden_size_per_layer_input (`int`): width of the per-layer input embeddings (PLE) each layer adds through a
+            gated projection after its feed-forward block (Gemma 4 E2B/E4B); 0 for none.
+        vocab_size_per_layer_input (`int`, *optional*): vocabulary of the per-layer input embedding table.
+        use_layer_scalar (`bool`): each layer multiplies its output by a stored scalar `layer_scalar` (Gemma 4).
+        eoi_token_index (`int`, *optional*): T5Gemma 2's end-of-image token, whose input embedding is the separate,
+            unscaled vector `embed_tokens.eoi_embedding` instead of its row of the embedding matrix; None for
+            checkpoints without one.
 
     Encoder knobs:
         attention (`str`): `"bidirectional"` (default): every token sees every other token; `"causal"`: the decoder's
@@ -108,7 +136,9 @@ class GemmaEncoderConfig(PreTrainedConfig):
         bidirectional_window (`str`): how sliding-window layers look in bidirectional mode. `"split"` (default): a
             token sees `sliding_window // 2` tokens on each side, the same span as the decoder's causal window and
             the same mask as transformers' Gemma 3 `use_bidirectional_attention=True`; `"full"`: `sliding_window - 1`
-            tokens on each side; `"global"`: sliding layers attend to the whole sequence.
+            tokens on each side; `"global"`: sliding layers attend to the whole sequence; `"native"`: the window a
+            bidirectional encoder checkpoint was trained with (`native_bidirectional_window`; the default of encoders
+            converted from T5Gemma / T5Gemma 2).
         pooling (`str`): how token states become one vector: `"mean"` over real tokens (default), `"first"` (mean of
             the first `pooling_k` real tokens), `"last"` (mean of the last `pooling_k` real tokens), or `"attention"`
             (learned attention pooling, see `attention_pooling_probe`).
@@ -194,6 +224,19 @@ class GemmaEncoderConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = 1
     tie_word_embeddings: bool = True
     decoder_model_type: str | None = None
+    native_bidirectional_window: list[int] | None = None
+    eoi_token_index: int | None = None
+    rms_norm_unit_offset: bool = True
+    global_head_dim: int | None = None
+    num_global_key_value_heads: int | None = None
+    attention_k_eq_v: bool = False
+    use_value_norm: bool = False
+    num_kv_shared_layers: int = 0
+    use_double_wide_mlp: bool = False
+    rope_partial_rotary_factor: float = 1.0
+    hidden_size_per_layer_input: int = 0
+    vocab_size_per_layer_input: int | None = None
+    use_layer_scalar: bool = False
 
     # Encoder knobs
     attention: str = "bidirectional"
@@ -237,6 +280,30 @@ class GemmaEncoderConfig(PreTrainedConfig):
             )
         if "sliding_attention" in self.layer_types:
             _check_range("sliding_window", self.sliding_window, 1)
+        if self.bidirectional_window == "native":
+            span = self.native_bidirectional_window
+            if not isinstance(span, (list, tuple)) or len(span) != 2:
+                raise ValueError(
+                    "GemmaEncoderConfig.bidirectional_window='native' needs native_bidirectional_window=[left, right] "
+                    f"(got {span!r}); it is set when converting a T5Gemma / T5Gemma 2 encoder. Use 'split', 'full' or "
+                    "'global' for other checkpoints."
+                )
+            for side, value in zip(("left", "right"), span):
+                _check_range(f"native_bidirectional_window ({side})", value, 0)
+        _check_range("num_kv_shared_layers", self.num_kv_shared_layers, 0, self.num_hidden_layers - 1)
+        if self.num_kv_shared_layers:
+            producers = set(self.layer_types[: self.num_hidden_layers - self.num_kv_shared_layers])
+            if not set(self.layer_types) <= producers:
+                raise ValueError(
+                    f"GemmaEncoderConfig.num_kv_shared_layers={self.num_kv_shared_layers} leaves no earlier layer of "
+                    f"each type to share keys and values from (layer_types={self.layer_types})."
+                )
+        _check_range("rope_partial_rotary_factor", self.rope_partial_rotary_factor, 0.0, 1.0)
+        _check_range("hidden_size_per_layer_input", self.hidden_size_per_layer_input, 0)
+        if self.hidden_size_per_layer_input and self.vocab_size_per_layer_input is None:
+            raise ValueError(
+                "GemmaEncoderConfig.hidden_size_per_layer_input is set, so vocab_size_per_layer_input is needed too."
+            )
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
         _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)
@@ -266,10 +333,26 @@ class GemmaEncoderConfig(PreTrainedConfig):
         if model_type != cls.model_type:
             raise ValueError(
                 f"This config has model_type {model_type!r}, not {cls.model_type!r}: it is not a GemmaEncoder "
-                "checkpoint. Convert a Gemma 1/2/3 decoder with GemmaEncoderModel.from_decoder(path); other "
-                "architectures are not supported."
+                "checkpoint. Convert a Gemma decoder or T5Gemma encoder with GemmaEncoderModel.from_decoder(path); "
+                "other architectures are not supported."
             )
         return super().from_dict(config_dict, **kwargs)
+
+    def head_dim_for(self, layer_type: str) -> int:
+        """Head width of the layers of `layer_type`."""
+        if layer_type == "full_attention" and self.global_head_dim is not None:
+            return self.global_head_dim
+        return self.head_dim
+
+    def num_key_value_heads_for(self, layer_type: str) -> int:
+        """Key/value heads of the layers of `layer_type`."""
+        if layer_type == "full_attention" and self.num_global_key_value_heads is not None:
+            return self.num_global_key_value_heads
+        return self.num_key_value_heads
+
+    def reuses_key_values(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` takes the keys and values of an earlier layer (`num_kv_shared_layers`)."""
+        return layer_idx >= self.num_hidden_layers - self.num_kv_shared_layers
 
     @property
     def rope_base_for(self) -> dict[str, float]:

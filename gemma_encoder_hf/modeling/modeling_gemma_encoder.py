@@ -1,5 +1,5 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
-"""GemmaEncoder: Gemma 1/2/3 decoders turned into bidirectional encoders with poolers and task heads.
+"""GemmaEncoder: Gemma 1-4 decoders (and T5Gemma encoders) as bidirectional encoders with poolers and task heads.
 
 This file is shipped verbatim to Hub repositories for `trust_remote_code`: it imports only torch, transformers and
 its sibling configuration file.
@@ -52,12 +52,32 @@ class GemmaEncoderScaledEmbedding(nn.Embedding):
     """Token embedding multiplied by sqrt(hidden_size), as every Gemma generation does.
 
     The scale is cast to the weight dtype before multiplying (in bf16 sqrt(640) becomes 25.25, not 25.298): that is
-    what the decoders were trained with, so we keep it.
+    what the decoders were trained with, so we keep it. With `eoi_token_index` (T5Gemma 2) that token's embedding is
+    the separate, unscaled `eoi_embedding` vector, as in the checkpoint it comes from.
     """
 
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None,
+        eoi_token_index: int | None = None,
+        scale: float | None = None,
+    ):
+        super().__init__(num_embeddings, embedding_dim, padding_idx)
+        self.eoi_token_index = eoi_token_index
+        # Gemma 4's per-layer table packs every layer's embedding into one row but scales by one layer's width.
+        self.scale = embedding_dim**0.5 if scale is None else scale
+        if eoi_token_index is not None:
+            self.eoi_embedding = nn.Parameter(torch.zeros(embedding_dim))
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        scale = torch.tensor(self.embedding_dim**0.5, dtype=self.weight.dtype, device=self.weight.device)
-        return super().forward(input_ids) * scale
+        scale = torch.tensor(self.scale, dtype=self.weight.dtype, device=self.weight.device)
+        embeddings = super().forward(input_ids) * scale
+        if self.eoi_token_index is None:
+            return embeddings
+        is_eoi = (input_ids == self.eoi_token_index).unsqueeze(-1)
+        return torch.where(is_eoi, self.eoi_embedding.to(embeddings.dtype), embeddings)
 
 
 def _records_grad(*tensors: torch.Tensor) -> bool:
@@ -66,17 +86,19 @@ def _records_grad(*tensors: torch.Tensor) -> bool:
 
 
 class GemmaEncoderRMSNorm(nn.Module):
-    """Gemma's RMS norm: computed in fp32, scaled by (1 + weight) so a zero weight is the identity.
+    """Gemma's RMS norm: computed in fp32, scaled by (1 + weight) so a zero weight is the identity; with
+    `unit_offset=False` (Gemma 4) scaled by the weight itself.
 
     Norms and rotary embeddings are memory-bound: in their textbook form they took a quarter to a third of a CPU
     forward, so they are written to touch each full-size tensor as few times as possible (one reduction pass, one
     scaling pass and, with `residual`, the residual add folded into the last multiply).
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, unit_offset: bool = True):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.zeros(dim))
+        self.unit_offset = unit_offset
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """norm(x), or `residual + norm(x)` when a residual stream is given."""
@@ -84,7 +106,7 @@ class GemmaEncoderRMSNorm(nn.Module):
         # vector_norm reduces in one read; pow(2).mean() would first write a full-size squared copy.
         mean_square = torch.linalg.vector_norm(x_fp32, dim=-1, keepdim=True).square() / x.shape[-1]
         normed = x_fp32 * torch.rsqrt(mean_square + self.eps)
-        scale = 1.0 + self.weight.float()
+        scale = 1.0 + self.weight.float() if self.unit_offset else self.weight.float()
         if residual is not None and residual.dtype == torch.float32:
             # An fp32 stream (fp32 models, and the fp16 models' stream) takes the scaled norm in one fused pass.
             return torch.addcmul(residual, normed, scale)
@@ -97,16 +119,34 @@ class GemmaEncoderRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
 
 
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMS normalisation with no learned scale, computed in fp32 (Gemma 4's value norm)."""
+    x_fp32 = x.float()
+    mean_square = torch.linalg.vector_norm(x_fp32, dim=-1, keepdim=True).square() / x.shape[-1]
+    return (x_fp32 * torch.rsqrt(mean_square + eps)).type_as(x)
+
+
 def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, base: float, scaling_factor: float, dtype: torch.dtype
+    position_ids: torch.Tensor,
+    head_dim: int,
+    base: float,
+    scaling_factor: float,
+    dtype: torch.dtype,
+    partial_rotary_factor: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables of shape (batch, seq, head_dim) for the given positions.
+
+    With `partial_rotary_factor` < 1 ("proportional" RoPE, Gemma 4's full-attention layers) only the first
+    `partial_rotary_factor * head_dim / 2` frequencies are kept, with the exponents of the full width; the others are
+    zero, so their dimensions pass unrotated.
 
     Computed on the fly rather than cached in buffers: it costs head_dim/2 * seq multiplications per layer type and
     avoids non-persistent buffers, which transformers' meta-device loading leaves uninitialised.
     """
     exponent = torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim
     inv_freq = 1.0 / (base**exponent) / scaling_factor
+    if partial_rotary_factor < 1.0:
+        inv_freq[int(partial_rotary_factor * head_dim // 2) :] = 0.0
     freqs = position_ids[..., None].float() * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -178,20 +218,27 @@ class GemmaEncoderAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
+        self.layer_type = config.layer_types[layer_idx]
+        self.head_dim = config.head_dim_for(self.layer_type)
         self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
+        self.num_kv_heads = config.num_key_value_heads_for(self.layer_type)
         self.scaling = config.query_pre_attn_scalar**-0.5
         self.softcap = config.attn_logit_softcapping
+        # Gemma 4: the last layers take the keys and values of an earlier layer and own no k/v weights.
+        self.reuses_key_values = config.reuses_key_values(layer_idx)
         bias = config.attention_bias
+        norm_kwargs = dict(eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset)
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        if not self.reuses_key_values:
+            self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+            # Gemma 4's `attention_k_eq_v`: full-attention layers read their values off the key projection.
+            if not (config.attention_k_eq_v and self.layer_type == "full_attention"):
+                self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         if config.use_qk_norm:
-            self.q_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
-            self.k_norm = GemmaEncoderRMSNorm(self.head_dim, eps=config.rms_norm_eps)
-        self.layer_type = config.layer_types[layer_idx]
+            self.q_norm = GemmaEncoderRMSNorm(self.head_dim, **norm_kwargs)
+            if not self.reuses_key_values:
+                self.k_norm = GemmaEncoderRMSNorm(self.head_dim, **norm_kwargs)
 
     def forward(
         self,
@@ -199,20 +246,28 @@ class GemmaEncoderAttention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor],
         mask: "torch.Tensor | PackedLayout | None",
         output_attentions: bool = False,
+        shared_key_values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`mask` is the (batch, 1, seq, seq) boolean mask of a padded batch, or the layout of a packed one.
 
         Returns the output and, with `output_attentions` (padded batches only), the attention probabilities, which
         only the eager computation materialises: it runs for that call whatever `attn_implementation` is set.
+
+        With `config.num_kv_shared_layers`, `shared_key_values` maps each layer type to the keys and values of the
+        latest layer of that type that computed its own: this layer records its own there, or reuses them.
         """
         batch, seq, _ = hidden_states.shape
-        query = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if self.config.use_qk_norm:
-            query, key = self.q_norm(query), self.k_norm(key)
         cos, sin = rotary
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        query = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.config.use_qk_norm:
+            query = self.q_norm(query)
+        query = apply_rotary(query, cos, sin)
+        if self.reuses_key_values:
+            key, value = shared_key_values[self.layer_type]
+        else:
+            key, value = self._key_value(hidden_states, cos, sin)
+            if shared_key_values is not None:
+                shared_key_values[self.layer_type] = (key, value)
 
         dropout = self.config.attention_dropout if self.training else 0.0
         if isinstance(mask, PackedLayout):
@@ -233,6 +288,21 @@ class GemmaEncoderAttention(nn.Module):
             out, weights = eager_attention(query, key, value, mask, self.scaling, self.softcap, dropout)
         return self.o_proj(out.reshape(batch, seq, -1)), (weights if output_attentions else None)
 
+    def _key_value(
+        self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, seq, _ = hidden_states.shape
+        key = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "v_proj"):
+            value = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        else:  # `attention_k_eq_v`: the values are the keys before their norm and rotation
+            value = key
+        if self.config.use_qk_norm:
+            key = self.k_norm(key)
+        if self.config.use_value_norm:
+            value = rms_normalize(value, self.config.rms_norm_eps)
+        return apply_rotary(key, cos, sin), value
+
 
 # Tokens per feed-forward chunk at CPU inference. The (tokens, intermediate) activations of a large packed batch run to
 # tens of MB (10k SciFact tokens: 84 MB per tensor); in chunks they stay in cache and glibc reuses them instead of
@@ -242,11 +312,12 @@ FEED_FORWARD_CHUNK_TOKENS = 1024
 
 
 class GemmaEncoderMLP(nn.Module):
-    def __init__(self, config: GemmaEncoderConfig):
+    def __init__(self, config: GemmaEncoderConfig, intermediate_size: int | None = None):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        intermediate_size = config.intermediate_size if intermediate_size is None else intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, config.hidden_size, bias=False)
         self.act_fn = ACT2FN[config.hidden_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,6 +341,8 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
 
     Gemma 2/3 ("sandwich" norms): norm -> attn -> norm -> +res ; norm -> mlp -> norm -> +res.
     Gemma 1: norm -> attn -> +res ; norm -> mlp -> +res, where the second norm is named `post_attention_layernorm`.
+    Gemma 4 adds, after the feed-forward block, its per-layer input (PLE): gate(x) * per_layer_input -> projection ->
+    norm -> +res; and scales the layer output by the stored `layer_scalar`.
     """
 
     def __init__(self, config: GemmaEncoderConfig, layer_idx: int):
@@ -277,12 +350,21 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         self.sandwich = config.use_sandwich_norms
         self.layer_type = config.layer_types[layer_idx]
         self.self_attn = GemmaEncoderAttention(config, layer_idx)
-        self.mlp = GemmaEncoderMLP(config)
-        self.input_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        double_wide = config.use_double_wide_mlp and config.reuses_key_values(layer_idx)
+        self.mlp = GemmaEncoderMLP(config, config.intermediate_size * (2 if double_wide else 1))
+        norm_kwargs = dict(eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset)
+        self.input_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+        self.post_attention_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
         if self.sandwich:
-            self.pre_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-            self.post_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            self.pre_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+            self.post_feedforward_layernorm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+        if config.hidden_size_per_layer_input:
+            self.per_layer_act = ACT2FN[config.hidden_activation]
+            self.per_layer_input_gate = nn.Linear(config.hidden_size, config.hidden_size_per_layer_input, bias=False)
+            self.per_layer_projection = nn.Linear(config.hidden_size_per_layer_input, config.hidden_size, bias=False)
+            self.post_per_layer_input_norm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+        if config.use_layer_scalar:
+            self.register_buffer("layer_scalar", torch.ones(1))
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -291,6 +373,8 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         rotary: tuple[torch.Tensor, torch.Tensor],
         mask: "torch.Tensor | PackedLayout | None",
         output_attentions: bool = False,
+        shared_key_values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        per_layer_input: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The layer's output and (with `output_attentions`) its attention probabilities."""
         # An fp16 model carries its residual stream in fp32 (see GemmaEncoderModel.forward): the normalised block
@@ -298,7 +382,7 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         # other case the cast is a no-op.
         block_dtype = self.input_layernorm.weight.dtype
         attn_out, attn_weights = self.self_attn(
-            self.input_layernorm(hidden_states).to(block_dtype), rotary, mask, output_attentions
+            self.input_layernorm(hidden_states).to(block_dtype), rotary, mask, output_attentions, shared_key_values
         )
         if self.sandwich:
             hidden_states = self._add_to_residual(hidden_states, attn_out, self.post_attention_layernorm)
@@ -309,7 +393,15 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
 
         ffn_out = self.mlp(pre_ffn_norm(hidden_states).to(block_dtype))
         post_ffn_norm = self.post_feedforward_layernorm if self.sandwich else None
-        return self._add_to_residual(hidden_states, ffn_out, post_ffn_norm), attn_weights
+        hidden_states = self._add_to_residual(hidden_states, ffn_out, post_ffn_norm)
+        if per_layer_input is not None:
+            gated = self.per_layer_act(self.per_layer_input_gate(hidden_states.to(block_dtype))) * per_layer_input
+            hidden_states = self._add_to_residual(
+                hidden_states, self.per_layer_projection(gated), self.post_per_layer_input_norm
+            )
+        if hasattr(self, "layer_scalar"):
+            hidden_states = hidden_states * self.layer_scalar.to(hidden_states.dtype)
+        return hidden_states, attn_weights
 
     def _add_to_residual(
         self, residual: torch.Tensor, block_out: torch.Tensor, post_norm: GemmaEncoderRMSNorm | None
@@ -325,7 +417,8 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
 def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, int]:
     """(left, right): a query at i sees keys in [i - left, i + right] of its own text; -1 means unbounded.
 
-    The one place that turns `attention`, `bidirectional_window` and `sliding_window` into the span a layer attends
+    The one place that turns `attention`, `bidirectional_window` (with `native_bidirectional_window`) and
+    `sliding_window` into the span a layer attends
     over (flash-attention's `window_size` convention): padded masks, packed attention, benchmarks and model cards all
     read it from here.
     """
@@ -340,6 +433,10 @@ def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, 
         return (window // 2, window // 2)
     if config.bidirectional_window == "full":
         return (window - 1, window - 1)
+    if config.bidirectional_window == "native":
+        # The window the encoder checkpoint (T5Gemma, Gemma 4's bidirectional mode) was trained with.
+        left, right = config.native_bidirectional_window
+        return (left, right)
     return (-1, -1)
 
 
@@ -837,7 +934,11 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, GemmaEncoderRMSNorm):
-            module.weight.zero_()
+            module.weight.fill_(0.0 if module.unit_offset else 1.0)
+        elif isinstance(module, GemmaEncoderLayer) and hasattr(module, "layer_scalar"):
+            module.layer_scalar.fill_(1.0)
+        elif isinstance(module, GemmaEncoderScaledEmbedding) and module.eoi_token_index is not None:
+            module.eoi_embedding.zero_()
         elif isinstance(module, GemmaEncoderQueryProbePooler):
             module.probes.normal_(0.0, std)
         elif isinstance(module, GemmaEncoderKVProbePooler):
@@ -854,6 +955,9 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         `trust_remote_code=True` and saved again (Trainer checkpoints, `push_to_hub`) keeps it too.
         """
         self.config.auto_map = hub_auto_map(type(self))
+        # transformers saves "in the original format" by undoing the `key_mapping` a model was loaded with. A model
+        # converted from a T5Gemma or multimodal checkpoint was loaded with one, but its format is the encoder's own.
+        kwargs.setdefault("save_original_format", False)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
@@ -956,9 +1060,27 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
 
     def __init__(self, config: GemmaEncoderConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embed_tokens = GemmaEncoderScaledEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_tokens = GemmaEncoderScaledEmbedding(
+            config.vocab_size, config.hidden_size, config.pad_token_id, config.eoi_token_index
+        )
         self.layers = nn.ModuleList(GemmaEncoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = GemmaEncoderRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = GemmaEncoderRMSNorm(
+            config.hidden_size, eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset
+        )
+        if config.hidden_size_per_layer_input:
+            # Gemma 4's per-layer input embeddings (PLE): one table packs every layer's token embedding, and a
+            # projection of the token's main embedding adds context; each layer reads its slice.
+            per_layer_width = config.num_hidden_layers * config.hidden_size_per_layer_input
+            self.embed_tokens_per_layer = GemmaEncoderScaledEmbedding(
+                config.vocab_size_per_layer_input,
+                per_layer_width,
+                config.pad_token_id,
+                scale=config.hidden_size_per_layer_input**0.5,
+            )
+            self.per_layer_model_projection = nn.Linear(config.hidden_size, per_layer_width, bias=False)
+            self.per_layer_projection_norm = GemmaEncoderRMSNorm(
+                config.hidden_size_per_layer_input, eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset
+            )
         self.pooler = build_pooler(config) if add_pooling_layer else None
         self.gradient_checkpointing = False
         self.post_init()
@@ -1010,7 +1132,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         ):
             warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
 
-        inputs_embeds, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
+        inputs_embeds, per_layer_inputs, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
         if layout is None:
             masks = build_attention_masks(attention_mask, self.config)
             padding = ~attention_mask.bool()[..., None]
@@ -1018,7 +1140,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             masks = dict.fromkeys(self.config.layer_types, layout)
             padding = None
         hidden_states, all_hidden_states, all_attentions = self._run_layers(
-            inputs_embeds, position_ids, masks, padding, output_hidden_states, output_attentions
+            inputs_embeds, per_layer_inputs, position_ids, masks, padding, output_hidden_states, output_attentions
         )
         if layout is not None:
             # Step 5: the packed tokens back in the (batch, seq) layout of the input, zeros at padding positions.
@@ -1052,6 +1174,11 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
         check_inputs(input_ids, attention_mask, reference, self.embed_tokens.num_embeddings)
+        if self.config.hidden_size_per_layer_input and input_ids is None:
+            raise ValueError(
+                "This model's per-layer input embeddings (Gemma 4 PLE) are looked up by token id: pass input_ids, "
+                "not inputs_embeds."
+            )
         return attention_mask
 
     def _execution_layout(
@@ -1080,19 +1207,21 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         inputs_embeds: torch.Tensor | None,
         position_ids: torch.Tensor,
         layout: PackedLayout | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 3: token embeddings and their positions; packed, only the real tokens, as one (1, total) row."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Step 3: token embeddings, Gemma 4's per-layer inputs (None without PLE) and the positions; packed, only
+        the real tokens, as one (1, total) row."""
         if layout is not None:
             input_ids = layout.pack(input_ids) if input_ids is not None else None
             inputs_embeds = layout.pack(inputs_embeds) if inputs_embeds is not None else None
             position_ids = layout.pack(position_ids)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        return inputs_embeds, position_ids
+        return inputs_embeds, self._per_layer_inputs(input_ids, inputs_embeds), position_ids
 
     def _run_layers(
         self,
         inputs_embeds: torch.Tensor,
+        per_layer_inputs: torch.Tensor | None,
         position_ids: torch.Tensor,
         masks: dict[str, "torch.Tensor | PackedLayout | None"],
         padding: torch.Tensor | None,
@@ -1113,14 +1242,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
-                self.config.head_dim,
+                self.config.head_dim_for(layer_type),
                 base,
                 self.config.rope_scaling_factor if layer_type == "full_attention" else 1.0,
                 inputs_embeds.dtype,
+                self.config.rope_partial_rotary_factor if layer_type == "full_attention" else 1.0,
             )
             for layer_type, base in self.config.rope_base_for.items()
             if layer_type in masks
         }
+        shared_key_values = {} if self.config.num_kv_shared_layers else None
         hidden_states = inputs_embeds
         if hidden_states.dtype == torch.float16:
             # Gemma's residual stream outgrows fp16 (|x| > 1e5 in Gemma 3 270M's middle layers; fp16 tops out at
@@ -1131,9 +1262,15 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             hidden_states = zero_padding(hidden_states)
             all_hidden_states = (hidden_states,)
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            per_layer_input = per_layer_inputs[..., i, :] if per_layer_inputs is not None else None
             hidden_states, weights = layer(
-                hidden_states, rotary[layer.layer_type], masks[layer.layer_type], output_attentions
+                hidden_states,
+                rotary[layer.layer_type],
+                masks[layer.layer_type],
+                output_attentions,
+                shared_key_values,
+                per_layer_input,
             )
             if output_hidden_states:
                 hidden_states = zero_padding(hidden_states)
@@ -1145,6 +1282,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             # The last entry is the normalised output, as in transformers' Gemma models.
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return hidden_states, all_hidden_states, all_attentions
+
+    def _per_layer_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor | None:
+        """Gemma 4's per-layer inputs, (..., num_hidden_layers, hidden_size_per_layer_input), or None without PLE:
+        each token's per-layer embedding plus a normalised projection of its main embedding, scaled by 1/sqrt(2)."""
+        if not self.config.hidden_size_per_layer_input:
+            return None
+        shape = (*inputs_embeds.shape[:-1], self.config.num_hidden_layers, self.config.hidden_size_per_layer_input)
+        projected = self.per_layer_model_projection(inputs_embeds) * self.config.hidden_size**-0.5
+        projected = self.per_layer_projection_norm(projected.reshape(shape))
+        return (projected + self.embed_tokens_per_layer(input_ids).reshape(shape)) * 2**-0.5
 
     def _cuda_varlen_applies(self) -> bool:
         """Whether `packed_attention` would take torch's varlen flash kernel on CUDA (not the per-text loop)."""
