@@ -77,12 +77,13 @@ def test_package_names_in_the_prose_exist():
 
 
 def test_repository_paths_in_the_docs_exist():
-    """Paths are relative to the repository or to the doc's folder; `perf_<tag>.json`-style patterns are skipped."""
+    """Paths are relative to the repository or to the doc's folder; `perf_<tag>.json`-style patterns are skipped, and a
+    benchmark's `--out PREFIX` counts as existing when the PREFIX.json it writes does."""
     pattern = re.compile(r"[`(\[\s]((?:%s)[\w./-]*\w)(?![\w<])" % "|".join(map(re.escape, REPO_DIRS)))
     missing = []
     for doc in DOCS:
         for path in set(pattern.findall(doc.read_text())):
-            if not ((REPO / path).exists() or (doc.parent / path).exists()):
+            if not any((root / name).exists() for root in (REPO, doc.parent) for name in (path, f"{path}.json")):
                 missing.append(f"{doc.relative_to(REPO)}: {path}")
     assert not missing, missing
 

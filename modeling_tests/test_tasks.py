@@ -274,9 +274,8 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
 def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
     assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(tmp_path), "--train-examples", "0"]) == 2
     assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as error:
-        cli.main(["finetune", "--task", "mnli", str(tiny_encoder_dir), str(tmp_path)])
-    assert error.value.code == 2 and "invalid choice: 'mnli'" in capsys.readouterr().err
+    assert cli.main(["finetune", "--task", "mnli", str(tiny_encoder_dir), str(tmp_path)]) == 2
+    assert "gemma-encoder finetune: error: Unknown task 'mnli'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def finetune_task(
     """
     task = task.lower()
     output_dir = Path(output_dir)
-    root = resolve_data_root(data if data is not None and Path(data).is_dir() else None)
+    root_given = data if data is not None and Path(data).is_dir() else None
     if task in GLUE_TASKS:
         # GLUE tasks run their own recipe (adaptation, pooling, warm-up per task); flags given here replace its fields.
         from .glue import GLUE_RECIPES, run_glue
@@ -88,12 +88,13 @@ def finetune_task(
                      attention=attention)  # fmt: skip
         recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
         return run_glue(
-            task, source, output_dir, train_examples, recipe=recipe, data_root=root, seed=seed, device=device,
+            task, source, output_dir, train_examples, recipe=recipe, data_root=root_given, seed=seed, device=device,
             cache_dir=cache_dir, show_progress_bar=show_progress_bar,
         )  # fmt: skip
     if task not in RECIPES:
         raise ValueError(f"Unknown task {task!r}; known: {sorted([*RECIPES, *GLUE_TASKS])}.")
     recipe = RECIPES[task]
+    root = resolve_data_root(root_given)
     defaults = TrainingConfig()
     config = TrainingConfig(
         output_dir=output_dir / "checkpoints",

@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 ATTENTION_TYPES = ("bidirectional", "causal")
 BIDIRECTIONAL_WINDOWS = ("split", "full", "global", "native")
@@ -316,6 +317,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
         for name in ("attention_dropout", "hidden_dropout", "classifier_dropout"):
             _check_range(name, getattr(self, name), 0.0, 1.0)
         _check_range("classifier_hidden_size", self.classifier_hidden_size, 0, allow_none=True)
+        _check_choice("classifier_activation", self.classifier_activation, tuple(sorted(ACT2FN)))
         _check_range("ranking_group_size", self.ranking_group_size, 1)
         if self.ranking_loss != "pointwise" and self.ranking_group_size < 2:
             raise ValueError(
