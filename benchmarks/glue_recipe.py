@@ -212,7 +212,7 @@ def run_finetune(args, task, train, validation, results_file: Path, deadline: fl
                                            ("warmup_ratio", setting.warmup_ratio)) if v is not None}
             config = TrainingConfig(
                 output_dir=args.work_dir / key.replace("/", "_"), epochs=setting.epochs, max_length=args.max_length,
-                seed=seed, checkpoints=False, eval_strategy="no", device="cpu", show_progress=False,
+                seed=seed, checkpoints=False, eval_strategy="no", device="cpu", show_progress_bar=False,
                 logging_steps=10, **overrides,
             )
             result = finetune_classifier(model, tokenizer, run_task, run_train, run_validation, config)

@@ -256,17 +256,19 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
 
     recipe = dataclasses.replace(GLUE_RECIPES["rte"], adapt_steps=2)
     out = tmp_path / "rte"
-    record = run_glue("rte", tiny_encoder_dir, out, 16, recipe=recipe, device="cpu", show_progress_bar=False)
+    record = run_glue(
+        "rte", tiny_encoder_dir, out, 16, recipe=recipe, data_root=ROOT, device="cpu", show_progress_bar=False
+    )
     assert record["metrics"] == json.loads((out / "results.json").read_text())["metrics"]
     assert record["recipe"] == dataclasses.asdict(recipe)
     assert json.loads((out / "adapted" / "adaptation.json").read_text())["steps"] == 2
     task = data.get_task("rte")
-    _, validation = data.train_validation_split(data.load_glue(task), task, seed=0)
+    _, validation = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
     assert record["metrics"]["train_examples"] == 16 and record["metrics"]["eval_examples"] == len(validation)
     assert record["config"]["attention"] == recipe.attention and record["config"]["pooling"] == recipe.pooling
 
-    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--max-length", str(recipe.max_length),
-                     "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
+    assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--data", str(ROOT), "--max-length",
+                     str(recipe.max_length), "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
     again = json.loads((tmp_path / "eval.json").read_text())["metrics"]
     assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
 

@@ -104,7 +104,7 @@ def run_glue(
         texts = list(train_pool["text"]) + (list(train_pool["text_pair"]) if spec.is_pair else [])
         source = adapt(
             encoder_dir(source, cache_dir), texts, output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
-            use_cpu=device == "cpu",
+            device=device,
         )
     model, tokenizer = load_task_model(
         GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed,
@@ -122,7 +122,7 @@ def run_glue(
         checkpoints=False,
         eval_strategy="no",
         device=device,
-        show_progress=show_progress_bar,
+        show_progress_bar=show_progress_bar,
     )
     result = finetune_classifier(model, tokenizer, spec, train, validation, config)
     result.model.save_pretrained(output_dir / "model")
