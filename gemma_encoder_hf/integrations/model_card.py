@@ -189,7 +189,7 @@ batch = tokenizer(question, context, return_offsets_mapping=True, return_tensors
 offsets = batch.pop("offset_mapping")[0]
 with torch.no_grad():
     out = model(**batch)
-context_tokens = torch.tensor(batch.sequence_ids(0)) == 1
+context_tokens = torch.tensor([segment == 1 for segment in batch.sequence_ids(0)])  # None: special tokens
 start = out.start_logits[0].masked_fill(~context_tokens, -1e9).argmax()
 end = start + out.end_logits[0, start:].masked_fill(~context_tokens[start:], -1e9).argmax()
 print(context[offsets[start][0] : offsets[end][1]].strip())
