@@ -26,14 +26,38 @@ def blocks(language: str) -> list[tuple[str, str]]:
     return [(doc.name, code) for doc in DOCS for lang, code in FENCE.findall(doc.read_text()) if lang == language]
 
 
+def source_of(module: str) -> Path | None:
+    path = REPO.joinpath(*module.split("."))
+    return next((file for file in (path.with_suffix(".py"), path / "__init__.py") if file.is_file()), None)
+
+
+def defined_names(module: str) -> set[str]:
+    """Top-level names a package module defines, read from its source without importing it."""
+    names = set()
+    for node in ast.parse(source_of(module).read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+    return names
+
+
 def resolve(dotted: str):
-    """Import the longest module prefix of `dotted` and getattr the rest; raises if any part is missing."""
+    """Import the longest module prefix of `dotted` and getattr the rest; raises if any part is missing.
+
+    A module that needs an optional extra which is not installed (its import raises ImportError, e.g. the Ray path
+    without `[ray]`) is read instead: the next part must be one of its top-level definitions."""
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
+        module = ".".join(parts[:cut])
         try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ModuleNotFoundError:
-            continue
+            obj = importlib.import_module(module)
+        except ImportError:  # no such module, or one whose optional dependency is missing
+            if source_of(module) is None:
+                continue
+            if parts[cut:] and parts[cut] not in defined_names(module):
+                raise AttributeError(f"{module} defines no {parts[cut]}") from None
+            return module
         for name in parts[cut:]:
             obj = getattr(obj, name)
         return obj
