@@ -34,7 +34,7 @@ from transformers import (
 
 from ..modeling.configuration_gemma_encoder import GemmaEncoderConfig
 from ..integrations.conversion import from_decoder, load_decoder_tokenizer
-from .data import _read_rows, resolve_data_root
+from .data import _read_rows, map_with_tokenizer, resolve_data_root
 from .errors import InvalidArgumentError, PathNotFoundError
 from ..modeling.modeling_gemma_encoder import GemmaEncoderForMaskedLM, GemmaEncoderPreTrainedModel
 
@@ -287,8 +287,11 @@ def adapt(
             raise ValueError("adapt() got a model in memory: pass its tokenizer too (tokenizer=...).")
         tokenizer = load_tokenizer(source, model.config.max_position_embeddings)
 
-    dataset = Dataset.from_dict({"text": texts}).map(
+    dataset = map_with_tokenizer(
+        Dataset.from_dict({"text": texts}),
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        tokenizer,
+        settings=(max_length,),
         batched=True,
         remove_columns=["text"],
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
+from transformers import PreTrainedTokenizerBase
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .errors import InvalidArgumentError, PathNotFoundError
@@ -28,6 +30,33 @@ DATA_ENV_VAR = "GEMMA_ENCODER_DATA"
 
 CLASSIFICATION = "single_label_classification"
 REGRESSION = "regression"
+
+
+def column(dataset: Dataset, name: str) -> list:
+    """A column's values as a Python list, read from Arrow at once. (`dataset[name]` is a lazy column whose every
+    element access formats one row: seconds for a GLUE training file.)"""
+    return dataset.select_columns([name])[:][name]
+
+
+def map_with_tokenizer(
+    dataset: Dataset, function, tokenizer: PreTrainedTokenizerBase, *, settings: tuple = (), **map_kwargs
+) -> Dataset:
+    """`dataset.map(function, **map_kwargs)` for a `function` that tokenizes with `tokenizer` under `settings` (the
+    other values it closes over, such as max_length).
+
+    datasets names every map result by hashing the function, which means pickling the tokenizer it closes over: about
+    30 s for Gemma's 262k-piece vocabulary, on every call. The result is named here from what decides it instead: the
+    input's fingerprint, the function, the tokenizer's identity and pair template, and `settings`.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    template = backend.post_processor.__getstate__() if backend is not None and backend.post_processor else b""
+    key = repr((
+        dataset._fingerprint, function.__module__, function.__qualname__, type(tokenizer).__name__,
+        tokenizer.name_or_path, len(tokenizer), tokenizer.padding_side, tokenizer.truncation_side,
+        sorted(tokenizer.special_tokens_map.items()), template, settings, sorted(map_kwargs.items(), key=str),
+    ))  # fmt: skip
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return dataset.map(function, new_fingerprint=fingerprint, **map_kwargs)
 
 
 @dataclass(frozen=True)
@@ -329,7 +358,7 @@ def train_validation_split(
         raise ValueError(
             f"validation_size={validation_size} gives {size} of {n} rows; it must leave both sides non-empty."
         )
-    labels = np.asarray(dataset["label"])
+    labels = np.asarray(column(dataset, "label"))
     stratify = labels if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 else None
     train_idx, val_idx = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
     return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
@@ -386,7 +415,7 @@ def dev_shaped_split(dataset: Dataset, task: TaskSpec, *, seed: int = 0) -> tupl
     elif shape.kind == "pairs":
         train_idx, val_idx = _grouped_pair_split(dataset, task, shape.size, seed)
     else:
-        labels = np.asarray(dataset["label"])
+        labels = np.asarray(column(dataset, "label"))
         train_idx, val_idx = train_test_split(
             np.arange(len(dataset)), test_size=shape.size, random_state=seed, stratify=labels
         )
@@ -419,8 +448,8 @@ def full_sentence_rows(texts: list[str]) -> np.ndarray:
 
 
 def _full_sentence_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    texts = dataset["text"]
-    labels = np.asarray(dataset["label"])
+    texts = column(dataset, "text")
+    labels = np.asarray(column(dataset, "label"))
     candidates = full_sentence_rows(texts)
     # Duplicated sentences count once, so the same sentence can't be drawn into validation and left in training.
     _, first = np.unique(np.array(texts, dtype=object)[candidates], return_index=True)
@@ -442,8 +471,8 @@ def _full_sentence_split(dataset: Dataset, task: TaskSpec, size: int, seed: int)
 def _grouped_pair_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One fold of `StratifiedGroupKFold` whose groups are the connected components of "shares a text": a text
     (first or second of a pair) never appears on both sides. Strata: the label, or the rounded score (regression)."""
-    texts = dataset["text"]
-    pairs = dataset["text_pair"] if "text_pair" in dataset.column_names else texts
+    texts = column(dataset, "text")
+    pairs = column(dataset, "text_pair") if "text_pair" in dataset.column_names else texts
     parent: dict[str, str] = {}
 
     def root(text: str) -> str:
@@ -456,7 +485,7 @@ def _grouped_pair_split(dataset: Dataset, task: TaskSpec, size: int, seed: int) 
         parent[root(a)] = root(b)
     roots = {r: g for g, r in enumerate(dict.fromkeys(root(t) for t in texts))}
     groups = np.array([roots[root(t)] for t in texts])
-    labels = np.asarray(dataset["label"])
+    labels = np.asarray(column(dataset, "label"))
     strata = np.rint(labels).astype(np.int64) if task.problem_type == REGRESSION else labels
     n_splits = max(2, round(len(dataset) / size))
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -470,7 +499,7 @@ def subsample(dataset: Dataset, n: int | None, task: TaskSpec, seed: int = 0) ->
         return dataset
     if n < 1:
         raise ValueError(f"Cannot keep {n} examples; ask for at least 1.")
-    labels = np.asarray(dataset["label"])
+    labels = np.asarray(column(dataset, "label"))
     stratify = None
     if task.problem_type == CLASSIFICATION and np.bincount(labels).min() >= 2 and n >= len(np.unique(labels)):
         stratify = labels

@@ -31,7 +31,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..integrations.inference import predict_logits, score_pairs
-from .data import REGRESSION, RerankingSet, TaskSpec
+from .data import REGRESSION, RerankingSet, TaskSpec, column
 from .errors import InvalidArgumentError, PathNotFoundError
 
 RANKING_METRICS = ("ndcg@10", "mrr@10")
@@ -132,13 +132,13 @@ def evaluate_classifier(
         )
     if len(dataset) == 0:
         raise ValueError(f"The {task.name!r} dataset to evaluate on has no rows.")
-    pairs = dataset["text_pair"] if task.is_pair else None
+    pairs = column(dataset, "text_pair") if task.is_pair else None
     with _autocast(model):
         logits = predict_logits(
-            model, tokenizer, dataset["text"], pairs,
+            model, tokenizer, column(dataset, "text"), pairs,
             batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar,
         )
-    return task_metrics(task, logits.numpy(), np.asarray(dataset["label"]))
+    return task_metrics(task, logits.numpy(), np.asarray(column(dataset, "label")))
 
 
 def rerank(

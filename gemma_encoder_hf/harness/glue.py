@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..modeling.modeling_gemma_encoder import GemmaEncoderForSequenceClassification
 from .adaptation import adapt
-from .data import get_task, load_glue, subsample, train_validation_split
+from .data import column, get_task, load_glue, resolve_data_root, subsample, train_validation_split
 from .evaluation import results_record, write_results
 from .training import TrainingConfig, encoder_dir, finetune_classifier, load_task_model
 
@@ -101,7 +101,7 @@ def run_glue(
     train = subsample(train_pool, train_examples, spec, seed=seed)
     if recipe.adapt_steps > 0:
         # Unlabelled text a user has anyway: every text of the training split, never a validation row.
-        texts = list(train_pool["text"]) + (list(train_pool["text_pair"]) if spec.is_pair else [])
+        texts = column(train_pool, "text") + (column(train_pool, "text_pair") if spec.is_pair else [])
         source = adapt(
             encoder_dir(source, cache_dir), texts, output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
             device=device,
@@ -127,15 +127,10 @@ def run_glue(
     result = finetune_classifier(model, tokenizer, spec, train, validation, config)
     result.model.save_pretrained(output_dir / "model")
     tokenizer.save_pretrained(output_dir / "model")
-    metrics = {
-        **result.metrics,
-        "train_examples": float(len(train)),
-        "eval_examples": float(len(validation)),
-        "train_seconds": result.train_seconds,
-    }
     record = results_record(
         model=str(output_dir / "model"), task=spec.name, dataset_name=spec.name, split="validation(seed=0)",
-        path=str(Path(data_root) / spec.file), metrics=metrics, config=result.model.config,
+        path=str(resolve_data_root(data_root) / spec.file), metrics=result.metrics, config=result.model.config,
+        details={"train_examples": len(train), "eval_examples": len(validation), "train_seconds": result.train_seconds},
     )
     record["recipe"] = dataclasses.asdict(recipe)
     write_results(output_dir / "results.json", record)

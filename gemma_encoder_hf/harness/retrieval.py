@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from ranx import Run, fuse
 
-from .data import RerankingSet, _id_key, load_reranking
+from .data import RerankingSet, _id_key, column, load_reranking
 from .evaluation import ranking_metrics, rerank, results_record
 
 RETRIEVAL_METRICS = ("ndcg@10", "recall@100")
@@ -233,7 +233,7 @@ def evaluate_sts(
         raise ValueError(f"split={split!r} is not supported; use 'validation' (carved from train) or 'all'.")
     model = load_embedding_model(model_path, device, max_length)
     evaluator = EmbeddingSimilarityEvaluator(
-        list(dataset["text"]), list(dataset["text_pair"]), [float(s) for s in dataset["label"]],
+        column(dataset, "text"), column(dataset, "text_pair"), [float(s) for s in column(dataset, "label")],
         batch_size=batch_size, main_similarity="cosine", similarity_fn_names=["cosine"], name="sts", write_csv=False,
         truncate_dim=truncate_dim,
     )

@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from ..integrations.pipelines import best_answer_span
-from .data import resolve_data_root
+from .data import column, map_with_tokenizer, resolve_data_root
 from .evaluation import results_record
 from .training import FinetuneResult, TrainingConfig, _prepare_model, build_optimizer, training_arguments
 
@@ -141,7 +141,7 @@ def tokenize_conll(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_len
     def encode(row: dict) -> dict:
         return align_ner_labels(row["tokens"], row["ner_tags"], tokenizer, max_length)
 
-    return dataset.map(encode, remove_columns=dataset.column_names)
+    return map_with_tokenizer(dataset, encode, tokenizer, settings=(max_length,), remove_columns=dataset.column_names)
 
 
 def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
@@ -187,12 +187,12 @@ def evaluate_ner(
     features = tokenize_conll(dataset, tokenizer, max_length)
     logits = _predict(model, tokenizer, features.remove_columns(["num_words"]), batch_size, token_level=True)
     predicted = []
-    for row_logits, labels, tags in zip(logits, features["labels"], dataset["ner_tags"]):
+    for row_logits, labels, tags in zip(logits, column(features, "labels"), column(dataset, "ner_tags")):
         labels = np.asarray(labels)
         first_pieces = row_logits[: len(labels)][labels != -100].argmax(-1)
         row = [CONLL_LABELS[i] for i in first_pieces]
         predicted.append(row + ["O"] * (len(tags) - len(row)))
-    metrics = entity_metrics(list(dataset["ner_tags"]), predicted)
+    metrics = entity_metrics(column(dataset, "ner_tags"), predicted)
     metrics["num_sentences"] = float(len(dataset))
     return metrics
 
@@ -221,13 +221,14 @@ def split_by_article(dataset: Dataset, validation_fraction: float = 0.2, seed: i
     Questions about one article share its paragraphs, so a split by question would let the model see validation
     contexts in training.
     """
-    titles = sorted(set(dataset["title"]))
+    all_titles = column(dataset, "title")
+    titles = sorted(set(all_titles))
     if len(titles) < 2:
         raise ValueError("A by-article split needs at least two articles.")
     random.Random(seed).shuffle(titles)
     count = min(len(titles) - 1, max(1, round(validation_fraction * len(titles))))
     held_out = set(titles[:count])
-    is_validation = [title in held_out for title in dataset["title"]]
+    is_validation = [title in held_out for title in all_titles]
     train = [i for i, flag in enumerate(is_validation) if not flag]
     validation = [i for i, flag in enumerate(is_validation) if flag]
     return dataset.select(train), dataset.select(validation)
@@ -306,18 +307,21 @@ def predict_answers(
     `doc_stride`: overlap of the windows, a third of `max_length` by default.
     """
     doc_stride = default_doc_stride(max_length) if doc_stride is None else doc_stride
-    features = dataset.map(
+    features = map_with_tokenizer(
+        dataset,
         lambda batch: qa_features(batch, tokenizer, max_length, doc_stride, with_positions=False),
+        tokenizer,
+        settings=(max_length, doc_stride, False),
         batched=True,
         remove_columns=dataset.column_names,
     )
     model_features = features.remove_columns(["example_index", "context_offsets"])
     start_logits, end_logits = _predict(model, tokenizer, model_features, batch_size, token_level=False)
     windows: dict[int, list[int]] = {}
-    for feature, example in enumerate(features["example_index"]):
+    for feature, example in enumerate(column(features, "example_index")):
         windows.setdefault(example, []).append(feature)
     answers = {}
-    all_offsets = features["context_offsets"]
+    all_offsets = column(features, "context_offsets")
     for example, rows in windows.items():
         width = max(len(all_offsets[r]) for r in rows)
         mask = torch.zeros(len(rows), width, dtype=torch.bool)
@@ -429,8 +433,11 @@ def finetune_qa(
     tokenizer.padding_side = "right"
     doc_stride = default_doc_stride(config.max_length) if doc_stride is None else doc_stride
     _prepare_model(model, config)
-    train = train_dataset.map(
+    train = map_with_tokenizer(
+        train_dataset,
         lambda batch: qa_features(batch, tokenizer, config.max_length, doc_stride, with_positions=True),
+        tokenizer,
+        settings=(config.max_length, doc_stride, True),
         batched=True,
         remove_columns=train_dataset.column_names,
     )

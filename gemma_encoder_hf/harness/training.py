@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from ..integrations.conversion import convert
-from .data import REGRESSION, TaskSpec
+from .data import REGRESSION, TaskSpec, map_with_tokenizer
 from .evaluation import compute_metrics_fn
 from ..modeling.modeling_gemma_encoder import ranking_loss
 
@@ -127,7 +127,10 @@ def tokenize_dataset(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, task:
         pairs = batch["text_pair"] if task.is_pair else None
         return tokenizer(batch["text"], pairs, truncation="longest_first", max_length=max_length)
 
-    encoded = dataset.map(encode, batched=True, remove_columns=[c for c in dataset.column_names if c != "label"])
+    encoded = map_with_tokenizer(
+        dataset, encode, tokenizer, settings=(task.name, task.is_pair, max_length), batched=True,
+        remove_columns=[c for c in dataset.column_names if c != "label"],
+    )
     encoded = encoded.rename_column("label", "labels")
     if task.problem_type == REGRESSION:
         # float64 labels would reach MSE as double tensors; models compute in fp32.

@@ -1353,16 +1353,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         return layout if padding >= PACKING_MIN_PADDING_FRACTION else None
 
 
-class GemmaEncoderHead(nn.Module):
-    """Pooler followed by an MLP: dropout -> dense -> activation -> dropout -> projection to `num_outputs`.
+class GemmaEncoderClassifierMLP(nn.Module):
+    """dropout -> dense -> activation -> dropout -> projection to `num_outputs`, over the last dimension.
 
-    It lives under the top-level name `score`, so PEFT's SEQ_CLS task saves it (pooler weights included) with a
-    LoRA adapter.
+    The MLP of every task head: applied to pooled states (GemmaEncoderHead) or to every token state (token
+    classification, question answering). Sized by `classifier_hidden_size` (0: a single linear layer),
+    `classifier_dropout` and `classifier_activation`.
     """
 
     def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
         super().__init__()
-        self.pooler = build_pooler(config)
         width = config.hidden_size if config.classifier_hidden_size is None else config.classifier_hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         if width:
@@ -1372,30 +1372,55 @@ class GemmaEncoderHead(nn.Module):
             self.dense, width = None, config.hidden_size
         self.out_proj = nn.Linear(width, num_outputs)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_nonempty(attention_mask)
-        pooled = self.pooler(hidden_states, attention_mask)
-        x = self.dropout(pooled)
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(states)
         if self.dense is not None:
             x = self.dropout(self.act(self.dense(x)))
-        return self.out_proj(x), pooled
+        return self.out_proj(x)
 
 
-class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
-    """Backbone + pooled `score` head with `num_outputs` logits per text. A subclass picks the number of outputs and
-    defines its loss in `_loss(logits, labels)`; `forward` and its outputs are shared."""
+class GemmaEncoderHead(GemmaEncoderClassifierMLP):
+    """Pooler followed by the classifier MLP: `num_outputs` logits per text.
+
+    It lives under the top-level name `score`, so PEFT's SEQ_CLS task saves it (pooler weights included) with a
+    LoRA adapter.
+    """
 
     def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
+        super().__init__(config, num_outputs)
+        self.pooler = build_pooler(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (batch, num_outputs), pooled states (batch, hidden))."""
+        _check_nonempty(attention_mask)
+        pooled = self.pooler(hidden_states, attention_mask)
+        return super().forward(pooled), pooled
+
+
+class _GemmaEncoderTaskModel(GemmaEncoderPreTrainedModel):
+    """A backbone without pooling layer (`self.model`) under a task head that the subclass adds before `post_init`."""
+
+    def __init__(self, config: GemmaEncoderConfig):
         super().__init__(config)
         self.model = GemmaEncoderModel(config, add_pooling_layer=False)
-        self.score = GemmaEncoderHead(config, num_outputs)
-        self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
+
+
+class _GemmaEncoderWithHead(_GemmaEncoderTaskModel):
+    """Backbone + pooled `score` head with `num_outputs` logits per text. A subclass picks the number of outputs and
+    defines its loss as `_loss(logits, labels) -> loss`; `forward` and its outputs are shared."""
+
+    _loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
+        super().__init__(config)
+        self.score = GemmaEncoderHead(config, num_outputs)
+        self.post_init()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
         """Refuse a saved head whose pooler is another kind than this model's, even under `strict=False`.
@@ -1465,9 +1490,6 @@ class _GemmaEncoderWithHead(GemmaEncoderPreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
         return output if return_dict else output.to_tuple()
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class GemmaEncoderForSequenceClassification(_GemmaEncoderWithHead):
@@ -1610,7 +1632,7 @@ class GemmaEncoderForRanking(_GemmaEncoderWithHead):
         return ranking_loss(logits[:, 0], labels.view(-1), self.config.ranking_loss, self.config.ranking_group_size)
 
 
-class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
+class GemmaEncoderForMaskedLM(_GemmaEncoderTaskModel):
     """The encoder with the decoder's tied embedding as vocabulary head: fill-mask, and MNTP / MLM adaptation.
 
     `logits[:, i]` always scores the token at position i, so `labels` (token ids, -100 = ignore) and the `fill-mask`
@@ -1635,15 +1657,8 @@ class GemmaEncoderForMaskedLM(GemmaEncoderPreTrainedModel):
 
     def __init__(self, config: GemmaEncoderConfig):
         super().__init__(config)
-        self.model = GemmaEncoderModel(config, add_pooling_layer=False)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
@@ -1754,33 +1769,8 @@ def _drop_unpredictable_mntp_labels(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class GemmaEncoderTokenHead(nn.Module):
-    """Per-token MLP: dropout -> dense -> activation -> dropout -> projection to `num_outputs`, on every position.
-
-    The sequence head's MLP without its pooler, sized by the same config fields (`classifier_hidden_size`: 0 for a
-    single linear layer; `classifier_dropout`; `classifier_activation`).
-    """
-
-    def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
-        super().__init__()
-        width = config.hidden_size if config.classifier_hidden_size is None else config.classifier_hidden_size
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        if width:
-            self.dense = nn.Linear(config.hidden_size, width)
-            self.act = ACT2FN[config.classifier_activation]
-        else:
-            self.dense, width = None, config.hidden_size
-        self.out_proj = nn.Linear(width, num_outputs)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(hidden_states)
-        if self.dense is not None:
-            x = self.dropout(self.act(self.dense(x)))
-        return self.out_proj(x)
-
-
-class _GemmaEncoderForTokens(GemmaEncoderPreTrainedModel):
-    """Backbone whose every token state feeds a `GemmaEncoderTokenHead`; subclasses name the head and define the loss.
+class _GemmaEncoderForTokens(_GemmaEncoderTaskModel):
+    """Backbone whose every token state feeds a `GemmaEncoderClassifierMLP`; subclasses name the head and define the loss.
 
     The losses are means over the batch's targets, so `accepts_loss_kwargs = False`: the Trainer then divides by the
     gradient-accumulation steps itself instead of passing `num_items_in_batch`.
@@ -1791,15 +1781,8 @@ class _GemmaEncoderForTokens(GemmaEncoderPreTrainedModel):
 
     def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
         super().__init__(config)
-        self.model = GemmaEncoderModel(config, add_pooling_layer=False)
-        setattr(self, self._head_name, GemmaEncoderTokenHead(config, num_outputs))
+        setattr(self, self._head_name, GemmaEncoderClassifierMLP(config, num_outputs))
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
 
     def _token_logits(
         self, input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
@@ -1810,15 +1793,14 @@ class _GemmaEncoderForTokens(GemmaEncoderPreTrainedModel):
         if attention_mask is None:
             ref = input_ids if input_ids is not None else inputs_embeds
             attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
-        backbone_kwargs = {} if output_attentions is None else {"output_attentions": output_attentions}
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
-            **backbone_kwargs,
         )
         logits = getattr(self, self._head_name)(outputs.last_hidden_state)
         return logits, attention_mask, outputs
@@ -1854,13 +1836,10 @@ class GemmaEncoderForTokenClassification(_GemmaEncoderForTokens):
             input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
         )
         loss = None if labels is None else self._token_loss(logits, labels, attention_mask)
-        attentions = getattr(outputs, "attentions", None)
-        if not return_dict:
-            rest = tuple(v for v in (logits, outputs.hidden_states, attentions) if v is not None)
-            return ((loss,) + rest) if loss is not None else rest
-        return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=attentions
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
     def _token_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         num_labels = self.config.num_labels
@@ -1929,17 +1908,14 @@ class GemmaEncoderForQuestionAnswering(_GemmaEncoderForTokens):
                 self._position_loss(start_logits, start_positions, padding, "start_positions")
                 + self._position_loss(end_logits, end_positions, padding, "end_positions")
             ) / 2
-        attentions = getattr(outputs, "attentions", None)
-        if not return_dict:
-            rest = tuple(v for v in (start_logits, end_logits, outputs.hidden_states, attentions) if v is not None)
-            return ((loss,) + rest) if loss is not None else rest
-        return QuestionAnsweringModelOutput(
+        output = QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits,
             end_logits=end_logits,
             hidden_states=outputs.hidden_states,
-            attentions=attentions,
+            attentions=outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()
 
     @staticmethod
     def _position_loss(logits: torch.Tensor, positions: torch.Tensor, padding: torch.Tensor, name: str) -> torch.Tensor:
