@@ -336,6 +336,23 @@ def real_encoder_dir(real_encoder_artifacts) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_real_vocab_dir(real_encoder_dir, tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random GemmaEncoder over Gemma's real 262k vocabulary, saved with the real prepared
+    tokenizer: for flows where Gemma's tokenizer matters and the weights do not (seconds instead of minutes)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tiny_real_vocab")
+    config = gemma_encoder_hf.GemmaEncoderConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=16, attention_pooling_num_heads=2, max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    gemma_encoder_hf.GemmaEncoderModel(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(real_encoder_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def real_native_decoder_dir(gguf_path, tmp_path_factory) -> Path:
     """The same GGUF as transformers itself dequantises it, stored as a plain native checkpoint.
 

@@ -85,17 +85,8 @@ def test_ranking_metrics_known_values():
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder_dir(real_encoder_dir, tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide GemmaEncoder over Gemma's real 262k vocabulary, saved with the real prepared tokenizer."""
-    out = tmp_path_factory.mktemp("tiny_encoder")
-    config = GemmaEncoderConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=16, attention_pooling_num_heads=2, max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    GemmaEncoderForSequenceClassification(config).model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(real_encoder_dir).save_pretrained(out)
-    return out
+def tiny_encoder_dir(tiny_real_vocab_dir) -> Path:
+    return tiny_real_vocab_dir
 
 
 def test_optimizer_gives_the_head_its_own_learning_rate(tiny_encoder_dir):

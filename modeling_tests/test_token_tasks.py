@@ -6,11 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import tiny_encoder_config
-from transformers import AutoTokenizer
 
-from gemma_encoder_hf import GemmaEncoderModel
 from gemma_encoder_hf.harness.cli import main as cli_main
 from gemma_encoder_hf.harness.data import DATA_ENV_VAR
 from gemma_encoder_hf.harness.token_tasks import (
@@ -75,17 +71,6 @@ def test_squad_metrics_take_the_best_gold_answer():
     metrics = squad_metrics(predictions, questions)
     assert metrics["exact_match"] == 0.5  # articles are normalised away, the extra word is not
     assert 0.5 < metrics["f1"] < 1.0
-
-
-@pytest.fixture(scope="module")
-def tiny_real_vocab_dir(real_encoder_dir, tmp_path_factory) -> Path:
-    """A tiny random encoder on Gemma's real vocabulary, saved with the prepared tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(real_encoder_dir)
-    path = tmp_path_factory.mktemp("tiny_real_vocab")
-    torch.manual_seed(0)
-    GemmaEncoderModel(tiny_encoder_config(vocab_size=len(tokenizer), max_position_embeddings=512)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.mark.parametrize("task", ["conll2003", "squad"])
