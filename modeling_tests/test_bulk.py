@@ -113,6 +113,29 @@ def test_embed_keeps_ids_and_order_and_equals_embed(tiny_models, tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_embed_of_an_embedding_model_applies_its_modules_as_sentence_transformers_does(tiny_models, tmp_path):
+    """An EmbeddingGemma-layout folder (projections, Normalize, Matryoshka truncation): bulk vectors are the model's
+    embeddings, as `SentenceTransformer(folder).encode` gives them, not the bare pooled states."""
+    from sentence_transformers import SentenceTransformer
+
+    from gemma_encoder_hf.integrations.sentence_transformers import build_sentence_transformer
+
+    folder = tmp_path / "embedder"
+    torch.manual_seed(0)
+    build_sentence_transformer(tiny_models["base"], projection_dims=(48, 24), truncate_dim=16, device="cpu").save(
+        str(folder)
+    )
+    rows = random_rows(9)
+    bulk.run_bulk(
+        "embed", folder, write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.parquet", bulk.Columns(id="doc"),
+        shard_size=4, batch_size=3, show_progress_bar=False,
+    )  # fmt: skip
+    got = torch.tensor(np.stack(read_output(tmp_path / "out.parquet").column("embedding").to_numpy(zero_copy_only=False)))
+    expected = SentenceTransformer(str(folder), device="cpu").encode([r["text"] for r in rows], convert_to_tensor=True)
+    assert got.shape == (9, 16)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_classify_names_labels_and_score_matches_ranker(tiny_models, tmp_path):
     rows = random_rows(9)
     source = write_jsonl(tmp_path / "in.jsonl", rows)

@@ -2,7 +2,8 @@
 """Bulk inference over files of any size: `embed`, `classify` and `score` a JSONL, CSV/TSV or Parquet file into a
 Parquet file, streaming, resumable and data-parallel.
 
-Owns: reading the input as a stream of shards, running the model over each shard, writing and merging the shards.
+Owns: reading the input as a stream of shards, running each shard through the package's inference runner (`embed` /
+`predict_logits`, so bulk numbers are the in-process numbers), writing and merging the shards.
 
 How a run works:
 
@@ -21,7 +22,8 @@ Bad rows (a missing or null text, an empty or blank text, invalid UTF-8, a JSONL
 with its id, null results and the reason in the `error` column, so row numbers and ids never shift.
 
 Output columns: the id column (`--id-column`, or `row`: the row's 0-based number in the input), then
-- embed: `embedding`, a fixed-size list of float32 (the model's pooled vector);
+- embed: `embedding`, a fixed-size list of float32 (the model's pooled vector; for an embedding-model folder, after
+  its projections, normalisation and truncation, as `embed` and `SentenceTransformer.encode` give it);
 - classify: single-label models: `label` (from `config.id2label`), `score` (its probability) and `scores` (a struct
   with one probability per label name); multi-label models: `labels` (the labels with probability >= 0.5) and
   `scores` (sigmoids); one-output models (regressors): `score`;
@@ -50,7 +52,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from .. import modeling
-from ..integrations.inference import _pooling_function
+from ..integrations.inference import embed, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -288,42 +290,34 @@ def load_model(model_path: str | Path, task: str, dtype: str = "fp32", device: s
     return model, tokenizer
 
 
-def _forward_function(model: PreTrainedModel, task: str) -> Callable[[dict], torch.Tensor]:
-    if task == "embed":
-        return _pooling_function(model)
-    if not hasattr(model.config, "num_labels"):
-        raise ValueError(f"{task} needs a model with a classification head; {type(model).__name__} has none.")
-    return lambda batch: model(**batch).logits
-
-
-@torch.inference_mode()
 def run_texts(
     model: PreTrainedModel,
     tokenizer,
-    forward: Callable[[dict], torch.Tensor],
+    task: str,
     texts: list[str],
     text_pairs: list[str] | None,
     batch_size: int,
     max_length: int | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """`forward` over texts sorted by token length in batches of `batch_size`; float32 CPU outputs in input order,
-    and the number of tokens run (for throughput)."""
-    if max_length is None:
-        # A tokenizer that was not prepared may carry transformers' "no limit" sentinel (~1e30).
-        max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    encoded = tokenizer(texts, text_pairs, truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    # Longest first: the first batch is the most memory-hungry, so an out-of-memory error shows up at once.
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-    device = next(model.parameters()).device
-    outputs = []
-    for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size]
-        batch = tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt")
-        outputs.append(forward(batch.to(device)).float().cpu())
-    result = torch.empty(len(texts), *outputs[0].shape[1:])
-    result[torch.tensor(order)] = torch.cat(outputs)
-    return result, sum(lengths)
+    """One shard's texts through the package's inference runner (`embed` for "embed", with an embedding model's
+    prompts and modules; `predict_logits` otherwise), and the number of tokens they hold (for the throughput shown).
+
+    Going through the public functions keeps bulk results equal to in-process ones; the token count costs a second
+    tokenization, cheap next to the forward passes.
+    """
+    if task == "embed":
+        outputs = embed(model, tokenizer, texts, batch_size=batch_size, show_progress_bar=False, max_length=max_length)
+    else:
+        if not hasattr(model.config, "num_labels"):
+            raise ValueError(f"{task} needs a model with a classification head; {type(model).__name__} has none.")
+        outputs = predict_logits(
+            model, tokenizer, texts, text_pairs, batch_size=batch_size, show_progress_bar=False, max_length=max_length
+        )
+    if not texts:
+        return outputs, 0
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    encoded = tokenizer(texts, text_pairs, truncation=True, max_length=min(limit, max_length or limit))
+    return outputs, sum(len(ids) for ids in encoded["input_ids"])
 
 
 def _label_names(config) -> list[str]:
@@ -388,15 +382,9 @@ def process_shard(
     good = [i for i, error in enumerate(shard.errors) if error is None]
     valid = np.zeros(len(shard.errors), dtype=bool)
     valid[good] = True
-    tokens = 0
-    if good:
-        pairs = [shard.text_pairs[i] for i in good] if shard.text_pairs is not None else None
-        outputs, tokens = run_texts(
-            model, tokenizer, _forward_function(model, task), [shard.texts[i] for i in good], pairs, batch_size,
-            max_length,
-        )  # fmt: skip
-    else:
-        outputs = torch.empty(0, model.config.hidden_size if task == "embed" else model.config.num_labels)
+    pairs = [shard.text_pairs[i] for i in good] if shard.text_pairs is not None else None
+    # Run even when every row is bad: the empty result still has the output width (an embedding model's projection).
+    outputs, tokens = run_texts(model, tokenizer, task, [shard.texts[i] for i in good], pairs, batch_size, max_length)
     try:
         ids = pa.array(shard.ids)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
