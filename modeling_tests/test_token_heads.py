@@ -128,9 +128,11 @@ def test_forward_rejects_unknown_arguments_and_declares_its_loss_contract(model_
     input_ids, attention_mask, _ = ragged_batch()
     with pytest.raises(TypeError, match="token_type_idz"):
         model(input_ids=input_ids, attention_mask=attention_mask, token_type_idz=input_ids)
-    # Mean losses: the Trainer must scale gradient accumulation itself, not hand the model num_items_in_batch.
+    # Token classification divides by the Trainer's count of labelled tokens (which varies between micro-batches);
+    # question answering has one start and one end per example, a mean the Trainer's own scaling keeps exact.
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    assert Trainer(model=model, args=args).model_accepts_loss_kwargs is False
+    expected = model_class is GemmaEncoderForTokenClassification
+    assert Trainer(model=model, args=args).model_accepts_loss_kwargs is expected
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 the two-process worker it launches (ddp_step_worker.py).
 
 Each case is a tiny model and an 8-row batch whose loss depends on how the rows are split: micro-batches hold
-different numbers of masked-LM labels, and ranking rows come in whole query groups. Plain SGD with a constant learning
+different numbers of masked-LM and token-classification labels, and ranking rows come in whole query groups. Plain SGD with a constant learning
 rate and no clipping makes the parameter update proportional to the gradient, so two ways of splitting the same 8
 rows (one batch of 8, 2 x 4 with gradient accumulation, 2 processes x 4) must take the same step.
 """
@@ -17,8 +17,10 @@ from transformers import Trainer, TrainingArguments
 
 from gemma_encoder_hf import (
     GemmaEncoderForMaskedLM,
+    GemmaEncoderForQuestionAnswering,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    GemmaEncoderForTokenClassification,
 )
 
 ROWS, LENGTH, VOCAB = 8, 10, 128
@@ -26,9 +28,11 @@ ROWS, LENGTH, VOCAB = 8, 10, 128
 
 @dataclass(frozen=True)
 class Case:
+    """A head, its config and its targets: `labels`, or (question answering) a dict of target columns."""
+
     model_class: type
     config: dict
-    labels: list
+    labels: list | dict | None
 
 
 def _masked_lm_labels() -> list:
@@ -61,6 +65,18 @@ CASES = {
         GemmaEncoderForRanking, {"ranking_loss": "listwise", "ranking_group_size": 4}, [1, 0, 0, 0, 2, 1, 0, 0]
     ),
     "masked_lm": Case(GemmaEncoderForMaskedLM, {}, None),
+    # One tagged token per row in rows 0-3, three in rows 4-7 (inside every row's length): micro-batches of 4 hold 4
+    # and 12 targets.
+    "token_classification": Case(
+        GemmaEncoderForTokenClassification,
+        {"num_labels": 3},
+        [[(p % 3 if p in ([3] if row < 4 else [1, 2, 3]) else -100) for p in range(10)] for row in range(8)],
+    ),
+    "question_answering": Case(
+        GemmaEncoderForQuestionAnswering,
+        {},
+        {"start_positions": [1, 2, 0, 3, 4, 1, 2, 0], "end_positions": [3, 5, 8, 3, 9, 2, 6, 4]},
+    ),
 }
 
 
@@ -73,7 +89,8 @@ def dataset(name: str) -> Dataset:
     lengths = [10, 7, 9, 4, 10, 6, 8, 5]
     attention_mask = [[1] * n + [0] * (LENGTH - n) for n in lengths]
     labels = CASES[name].labels if CASES[name].labels is not None else _masked_lm_labels()
-    return Dataset.from_dict({"input_ids": _input_ids().tolist(), "attention_mask": attention_mask, "labels": labels})
+    targets = labels if isinstance(labels, dict) else {"labels": labels}
+    return Dataset.from_dict({"input_ids": _input_ids().tolist(), "attention_mask": attention_mask, **targets})
 
 
 def model(name: str):

@@ -1771,12 +1771,8 @@ def _drop_unpredictable_mntp_labels(
 
 class _GemmaEncoderForTokens(_GemmaEncoderTaskModel):
     """Backbone whose every token state feeds a `GemmaEncoderClassifierMLP`; subclasses name the head and define the loss.
-
-    The losses are means over the batch's targets, so `accepts_loss_kwargs = False`: the Trainer then divides by the
-    gradient-accumulation steps itself instead of passing `num_items_in_batch`.
     """
 
-    accepts_loss_kwargs = False
     _head_name: str
 
     def __init__(self, config: GemmaEncoderConfig, num_outputs: int):
@@ -1813,9 +1809,14 @@ class GemmaEncoderForTokenClassification(_GemmaEncoderForTokens):
     pieces of a word, padding); the loss is the mean cross-entropy over the other tokens. Padding positions
     (`attention_mask == 0`) are never targets, so padded, packed and flattened batches give the same loss. The head
     is called `classifier`, the name PEFT's `TOKEN_CLS` task trains and saves with an adapter.
+
+    The number of labelled tokens varies between batches: given `num_items_in_batch` (the Trainer passes the count
+    over all micro-batches and processes of a step) the loss is the sum over this batch divided by that count, so
+    gradient accumulation and data parallelism weigh every token alike, as for transformers' token classifiers.
     """
 
     _head_name = "classifier"
+    accepts_loss_kwargs = True
 
     def __init__(self, config: GemmaEncoderConfig):
         super().__init__(config, config.num_labels)
@@ -1830,18 +1831,25 @@ class GemmaEncoderForTokenClassification(_GemmaEncoderForTokens):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> TokenClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         logits, attention_mask, outputs = self._token_logits(
             input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
         )
-        loss = None if labels is None else self._token_loss(logits, labels, attention_mask)
+        loss = None if labels is None else self._token_loss(logits, labels, attention_mask, num_items_in_batch)
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
         return output if return_dict else output.to_tuple()
 
-    def _token_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _token_loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None,
+    ) -> torch.Tensor:
         num_labels = self.config.num_labels
         labels = labels.to(logits.device)
         if labels.shape != logits.shape[:2]:
@@ -1862,7 +1870,10 @@ class GemmaEncoderForTokenClassification(_GemmaEncoderForTokens):
         if not selected.any():
             # A batch without targets (e.g. every word truncated away): a zero loss that keeps the graph, not NaN.
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[selected].float(), labels[selected].long())
+        if num_items_in_batch is None:
+            return F.cross_entropy(logits[selected].float(), labels[selected].long())
+        total = F.cross_entropy(logits[selected].float(), labels[selected].long(), reduction="sum")
+        return total / torch.as_tensor(num_items_in_batch, device=total.device)
 
 
 class GemmaEncoderForQuestionAnswering(_GemmaEncoderForTokens):
