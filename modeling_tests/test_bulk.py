@@ -130,7 +130,8 @@ def test_embed_of_an_embedding_model_applies_its_modules_as_sentence_transformer
         "embed", folder, write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.parquet", bulk.Columns(id="doc"),
         shard_size=4, batch_size=3, show_progress_bar=False,
     )  # fmt: skip
-    got = torch.tensor(np.stack(read_output(tmp_path / "out.parquet").column("embedding").to_numpy(zero_copy_only=False)))
+    vectors = read_output(tmp_path / "out.parquet").column("embedding").to_numpy(zero_copy_only=False)
+    got = torch.tensor(np.stack(vectors))
     expected = SentenceTransformer(str(folder), device="cpu").encode([r["text"] for r in rows], convert_to_tensor=True)
     assert got.shape == (9, 16)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -2,9 +2,10 @@
 the two-process worker it launches (ddp_step_worker.py).
 
 Each case is a tiny model and an 8-row batch whose loss depends on how the rows are split: micro-batches hold
-different numbers of masked-LM and token-classification labels, and ranking rows come in whole query groups. Plain SGD with a constant learning
-rate and no clipping makes the parameter update proportional to the gradient, so two ways of splitting the same 8
-rows (one batch of 8, 2 x 4 with gradient accumulation, 2 processes x 4) must take the same step.
+different numbers of masked-LM and token-classification labels, and ranking rows come in whole query groups. Plain
+SGD with a constant learning rate and no clipping makes the parameter update proportional to the gradient, so two ways
+of splitting the same 8 rows (one batch of 8, 2 x 4 with gradient accumulation, 2 processes x 4) must take the same
+step.
 """
 
 from dataclasses import dataclass

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
-from transformers import PreTrainedTokenizerBase
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from transformers import PreTrainedTokenizerBase
 
 from .errors import InvalidArgumentError, PathNotFoundError
 

@@ -1770,8 +1770,8 @@ def _drop_unpredictable_mntp_labels(
 
 
 class _GemmaEncoderForTokens(_GemmaEncoderTaskModel):
-    """Backbone whose every token state feeds a `GemmaEncoderClassifierMLP`; subclasses name the head and define the loss.
-    """
+    """Backbone whose every token state feeds a `GemmaEncoderClassifierMLP`; subclasses name the head (`_head_name`)
+    and define the loss."""
 
     _head_name: str
 
