@@ -1,18 +1,25 @@
-"""Bidirectional vs causal attention on CoNLL-2003 NER: same head, data, budget and seeds; entity F1 on validation.
+"""Bidirectional vs causal attention on the token-level tasks: same head, data, budget and seeds in one run.
 
-Every variant is a GemmaEncoderForTokenClassification on the same backbone, fine-tuned with the same Trainer recipe
-(`gemma_encoder_hf.harness.token_tasks.finetune_ner`); only the attention differs:
+Tasks (`--task`):
+- `conll2003`: NER, `GemmaEncoderForTokenClassification`; seqeval entity F1 on the shared validation file (all
+  3,250 sentences, or a seeded sample with `--eval-examples`); training sentences are a seeded sample of the train file.
+- `squad`: extractive QA, `GemmaEncoderForQuestionAnswering`; the shared half of the SQuAD v1.1 dev set split by
+  article (`split_by_article`, 80/20): training questions are a seeded sample of the train side, exact match and F1
+  (torchmetrics) are scored on every question of the validation side.
 
-- `bidirectional`: the encoder (every token sees the whole sentence);
+Every variant starts from the same backbone and is fine-tuned with the same Trainer recipe
+(`gemma_encoder_hf.harness.token_tasks.finetune_ner` / `finetune_qa`); only the attention differs:
+
+- `bidirectional`: the encoder (every token sees the whole input);
 - `causal`: the decoder's own mask, which equals transformers' native causal Gemma backbone with the same head;
-- `bidirectional+mntp` (optional, `--adapt-steps N`): bidirectional after N masked-next-token adaptation steps on the
-  training sentences' own text, labels dropped (`gemma_encoder_hf.harness.adaptation.adapt`).
+- `bidirectional+mntp`: bidirectional after `--adapt-steps` masked-next-token adaptation steps on the task's own
+  training text, labels dropped (`gemma_encoder_hf.harness.adaptation.adapt`).
 
-Scoring: seqeval entity F1 over complete gold sentences (`evaluate_ner`) on a fixed subset of the shared validation
-file (`--eval-examples`, a seeded sample independent of the run seed). Small CPU run (what benchmarks/results/
-token_tasks_cpu.* holds):
+Runs are ordered seed by seed (every mode of seed 0 first), and the results files are rewritten after every run, so
+an interrupted benchmark keeps what it measured. Several processes (one per task or seed) can share a GPU; `--merge`
+joins their JSON files into one table. Commands of the committed results: README, token-level tasks.
 
-    python benchmarks/token_tasks.py --train-examples 1000 --eval-examples 500 --max-length 64 --epochs 1 \
+    python benchmarks/token_tasks.py --train-examples 1000 4000 --eval-examples 500 --max-length 64 --epochs 1 \
         --seeds 0 --out benchmarks/results/token_tasks_cpu
 """
 
@@ -25,66 +32,113 @@ from pathlib import Path
 
 import torch
 
-from gemma_encoder_hf import GemmaEncoderForTokenClassification
+from gemma_encoder_hf import GemmaEncoderForQuestionAnswering, GemmaEncoderForTokenClassification
 from gemma_encoder_hf.harness.adaptation import adapt
-from gemma_encoder_hf.harness.data import DATA_ENV_VAR
+from gemma_encoder_hf.harness.data import DATA_ENV_VAR, column
 from gemma_encoder_hf.harness.finetune import SUBSET_SEED
 from gemma_encoder_hf.harness.token_tasks import (
     CONLL_FILES,
+    SQUAD_FILE,
     conll_label_kwargs,
-    evaluate_ner,
     finetune_ner,
+    finetune_qa,
     load_conll,
+    load_squad,
+    split_by_article,
 )
 from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, load_task_model
 
 RUNS = Path("runs/token_tasks")  # adapted models and Trainer scratch (ignored by git)
+MODES = ("bidirectional", "causal", "bidirectional+mntp")
+TITLES = {
+    "conll2003": "CoNLL-2003 NER: bidirectional vs causal (entity F1, seqeval)",
+    "squad": "SQuAD v1.1 extractive QA: bidirectional vs causal (exact match / F1, torchmetrics)",
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=tuple(TITLES), default="conll2003")
     parser.add_argument("--model", default="embedded", help="decoder or GemmaEncoder folder (default: embedded 270M)")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--train-examples", type=int, nargs="+", default=[1000])
-    parser.add_argument("--eval-examples", type=int, help="score a fixed sample of the validation sentences")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get(DATA_ENV_VAR)
+                                                          or Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--train-examples", type=int, nargs="+", default=[1000], help="0: the whole training side")
+    parser.add_argument("--eval-examples", type=int, help="score a fixed sample of the validation examples")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--modes", nargs="+", default=["bidirectional", "causal"],
-                        choices=["bidirectional", "causal", "bidirectional+mntp"])  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=["bidirectional", "causal"], choices=MODES)
     parser.add_argument("--adapt-steps", type=int, default=150, help="MNTP steps of the bidirectional+mntp mode")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/token_tasks_cpu"))
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="join these results files (same task) into --out and exit")  # fmt: skip
     return parser.parse_args()
+
+
+def load_task(args: argparse.Namespace):
+    """(training pool shuffled by SUBSET_SEED, validation, texts of a training subset for MNTP)."""
+    if args.task == "conll2003":
+        pool = load_conll(args.data / CONLL_FILES["train"]).shuffle(seed=SUBSET_SEED)
+        validation = load_conll(args.data / CONLL_FILES["validation"])
+        texts = lambda train: [" ".join(tokens) for tokens in column(train, "tokens")]  # noqa: E731
+    else:
+        pool, validation = split_by_article(load_squad(args.data / SQUAD_FILE))
+        pool = pool.shuffle(seed=SUBSET_SEED)
+        # MNTP sees what the QA model reads: each question's paragraph once, and the questions.
+        texts = lambda train: sorted(set(column(train, "context"))) + column(train, "question")  # noqa: E731
+    if args.eval_examples:
+        validation = validation.shuffle(seed=SUBSET_SEED).select(range(args.eval_examples))
+    return pool, validation, texts
 
 
 def main() -> None:
     args = parse_args()
-    train_pool = load_conll(args.data / CONLL_FILES["train"]).shuffle(seed=SUBSET_SEED)
-    validation = load_conll(args.data / CONLL_FILES["validation"])
-    if args.eval_examples:
-        validation = validation.shuffle(seed=SUBSET_SEED).select(range(args.eval_examples))
+    if args.merge:
+        reports = [json.loads(path.read_text()) for path in args.merge]
+        rows = [row for report in reports for row in report["runs"]]
+        rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"])))
+        write(args.out, reports[0]["setup"], rows)
+        return
+    pool, validation, adaptation_texts = load_task(args)
     source = encoder_dir(args.model)
+    model_class = GemmaEncoderForTokenClassification if args.task == "conll2003" else GemmaEncoderForQuestionAnswering
+    labels = conll_label_kwargs() if args.task == "conll2003" else {}
+    finetune = finetune_ner if args.task == "conll2003" else finetune_qa
+    setup = {
+        "task": args.task,
+        "model": str(args.model),
+        "validation_examples": len(validation),
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "head_learning_rate": TrainingConfig.head_learning_rate,
+        "adapt_steps": args.adapt_steps if "bidirectional+mntp" in args.modes else None,
+        "device": torch.cuda.get_device_name() if (args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+    }  # fmt: skip
     rows = []
     for n in args.train_examples:
-        train = train_pool.select(range(min(n, len(train_pool))))
-        for mode in args.modes:
-            for seed in args.seeds:
+        train = pool.select(range(min(n, len(pool)) if n else len(pool)))
+        for seed in args.seeds:
+            for mode in args.modes:
                 model_source, adapt_seconds = source, 0.0
                 if mode == "bidirectional+mntp":
                     started = time.perf_counter()
-                    texts = [" ".join(tokens) for tokens in train["tokens"]]
-                    model_source = adapt(source, texts, RUNS / f"mntp-{n}-{seed}",
-                                         steps=args.adapt_steps, seed=seed, device=args.device)  # fmt: skip
+                    adapted = RUNS / f"{args.task}-mntp-{len(train)}-{seed}"
+                    model_source = adapt(source, adaptation_texts(train), adapted, steps=args.adapt_steps, seed=seed,
+                                         device=args.device)  # fmt: skip
                     adapt_seconds = time.perf_counter() - started
                 model, tokenizer = load_task_model(
-                    GemmaEncoderForTokenClassification, model_source, seed=seed,
-                    attention="causal" if mode == "causal" else "bidirectional", **conll_label_kwargs(),
+                    model_class, model_source, seed=seed,
+                    attention="causal" if mode == "causal" else "bidirectional", **labels,
                 )  # fmt: skip
                 config = TrainingConfig(
-                    output_dir=RUNS / f"{mode}-{n}-{seed}",
+                    output_dir=RUNS / f"{args.task}-{mode}-{len(train)}-{seed}-{args.max_length}-{args.epochs}",
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     learning_rate=args.learning_rate,
@@ -94,49 +148,40 @@ def main() -> None:
                     device=args.device,
                     show_progress_bar=False,
                 )
-                result = finetune_ner(model, tokenizer, train, None, config)
-                started = time.perf_counter()
-                metrics = evaluate_ner(result.model, tokenizer, validation, max_length=args.max_length)
+                result = finetune(model, tokenizer, train, validation, config)
                 row = {
                     "mode": mode, "train_examples": len(train), "seed": seed,
-                    **{k: round(v, 4) for k, v in metrics.items()},
+                    **{k: round(v, 4) for k, v in result.metrics.items()},
                     "train_seconds": round(result.train_seconds, 1),
                     "adapt_seconds": round(adapt_seconds, 1),
-                    "eval_seconds": round(time.perf_counter() - started, 1),
+                    "eval_seconds": round(result.eval_seconds, 1),
                 }  # fmt: skip
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                write(args, rows)  # after every run: an interrupted benchmark keeps what it measured
+                write(args.out, setup, rows)  # after every run: an interrupted benchmark keeps what it measured
                 del model, result
 
 
-def write(args: argparse.Namespace, rows: list[dict]) -> None:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    setup = {
-        "model": str(args.model),
-        "eval_sentences": rows[0]["num_sentences"] if rows else None,
-        "max_length": args.max_length,
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "head_learning_rate": TrainingConfig.head_learning_rate,
-        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-    }
-    args.out.with_suffix(".json").write_text(json.dumps({"setup": setup, "runs": rows}, indent=2) + "\n")
+def write(out: Path, setup: dict, rows: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"setup": setup, "runs": rows}, indent=2) + "\n")
+    conll = setup.get("task", "conll2003") == "conll2003"
+    metrics = ("f1", "precision", "recall") if conll else ("f1", "exact_match")
     lines = [
-        "# CoNLL-2003 NER: bidirectional vs causal (entity F1, seqeval)",
+        f"# {TITLES[setup.get('task', 'conll2003')]}",
         "",
         f"Setup: {json.dumps(setup)}",
         "",
-        "| mode | train sentences | seed | entity F1 | precision | recall | train s |",
-        "|---|---|---|---|---|---|---|",
+        f"| mode | train {'sentences' if conll else 'questions'} | seed | "
+        + " | ".join("entity F1" if m == "f1" and conll else m.replace("_", " ") for m in metrics)
+        + " | adapt s | train s |",
+        "|---|---|---|" + "---|" * len(metrics) + "---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['train_examples']} | {r['seed']} | {r['f1']:.4f} | {r['precision']:.4f} | "
-                     f"{r['recall']:.4f} | {r['train_seconds']} |")  # fmt: skip
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        values = " | ".join(f"{r[m]:.4f}" for m in metrics)
+        lines.append(f"| {r['mode']} | {r['train_examples']} | {r['seed']} | {values} | {r['adapt_seconds']} | "
+                     f"{r['train_seconds']} |")  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

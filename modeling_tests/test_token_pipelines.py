@@ -33,6 +33,7 @@ from gemma_encoder_hf.harness.token_tasks import (
     align_ner_labels,
     conll_label_kwargs,
     evaluate_ner,
+    predict_answers,
     qa_features,
 )
 
@@ -241,6 +242,25 @@ def test_qa_features_mark_answers_inside_their_windows(tokenizer):
         offsets = inference["context_offsets"][i]
         assert CONTEXT[offsets[start][0] : offsets[end][1]].strip() == ANSWER
     assert hits >= 1
+
+
+def test_predict_answers_decodes_every_question_from_its_own_windows(tokenizer):
+    """More questions than one `Dataset.map` batch (1,000 rows): each answer comes from its own row's windows.
+
+    Windows used to be tied to their question by the position inside the map batch, which restarts at 0 every 1,000
+    rows: questions past the first batch got no answer, and earlier ones were decoded from other rows' windows.
+    """
+    rows = []
+    for i in range(1003):
+        context = CONTEXT if i % 2 == 0 else f"Row {i} of the log mentions no city at all, only the number {i}."
+        rows.append({"id": str(i), "question": QUESTION, "context": context})
+    answers = predict_answers(controlled_reader(tokenizer), tokenizer, Dataset.from_list(rows), max_length=128,
+                              batch_size=128)  # fmt: skip
+    assert sorted(answers, key=int) == [row["id"] for row in rows]
+    for row in rows:
+        assert answers[row["id"]] in row["context"]
+        if row["context"] == CONTEXT:
+            assert answers[row["id"]] == ANSWER
 
 
 # ----------------------------------------------------------------------------------------------------------------------

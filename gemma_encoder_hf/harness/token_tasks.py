@@ -235,13 +235,20 @@ def split_by_article(dataset: Dataset, validation_fraction: float = 0.2, seed: i
 
 
 def qa_features(
-    examples: dict, tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int, with_positions: bool
+    examples: dict,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
+    with_positions: bool,
+    indices: list[int] | None = None,
 ) -> dict:
     """Batched map function: question + context pairs -> overlapping windows (doc stride), question first.
 
     With `with_positions`, each window gets the token indices of the first gold answer, or 0 (the `<bos>` token,
     BERT's `[CLS]` convention) when the answer is not wholly inside that window. Otherwise it keeps `example_index`
-    and the offsets of its context tokens (None elsewhere) for decoding answers.
+    and the offsets of its context tokens (None elsewhere) for decoding answers. `indices` are the dataset rows of
+    `examples` (`Dataset.map(..., with_indices=True)`): `example_index` must name the row in the whole dataset, since
+    `map` hands over batches of 1,000 rows and a position inside the batch repeats from one batch to the next.
     """
     encoded = tokenizer(
         [q.lstrip() for q in examples["question"]],
@@ -258,7 +265,7 @@ def qa_features(
     for i, sample in enumerate(sample_of):
         sequence_ids = encoded.sequence_ids(i)
         if not with_positions:
-            example_index.append(sample)
+            example_index.append(sample if indices is None else indices[sample])
             context_offsets.append([o if s == 1 else None for o, s in zip(offsets[i], sequence_ids)])
             continue
         answers = examples["answers"][sample]
@@ -309,10 +316,11 @@ def predict_answers(
     doc_stride = default_doc_stride(max_length) if doc_stride is None else doc_stride
     features = map_with_tokenizer(
         dataset,
-        lambda batch: qa_features(batch, tokenizer, max_length, doc_stride, with_positions=False),
+        lambda batch, indices: qa_features(batch, tokenizer, max_length, doc_stride, False, indices),
         tokenizer,
         settings=(max_length, doc_stride, False),
         batched=True,
+        with_indices=True,
         remove_columns=dataset.column_names,
     )
     model_features = features.remove_columns(["example_index", "context_offsets"])
