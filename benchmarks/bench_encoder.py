@@ -133,16 +133,24 @@ def native_twin(ours: GemmaEncoderModel) -> Gemma3TextModel:
 
 
 def check_same_function(ours, native, batch: dict, dtype: torch.dtype) -> float:
-    """Max |difference| of the two models' real-token states: the comparison is only fair if they compute the same."""
+    """Max |difference| of the two models' real-token states: the comparison is only fair if they compute the same.
+
+    The gate is the relative error ||ours - native|| / ||native||, which does not grow with the states' scale: in
+    bf16 a 26-layer stack of random weights differs by up to 0.16 in absolute terms from rounding alone (0.33 with
+    compiled layers, whose fused kernels round differently), while a wrong mask or position moves the states by tens
+    of percent.
+    """
     with torch.inference_mode():
         a = ours(**batch).last_hidden_state
         b = native(**batch).last_hidden_state
     real = batch["attention_mask"].bool()
-    diff = (a[real].float() - b[real].float()).abs().max().item()
-    limit = 1e-3 if dtype == torch.float32 else 0.25
-    if diff > limit:
-        raise RuntimeError(f"ours and native disagree by {diff:.3g} (> {limit}); the benchmark would be meaningless.")
-    return diff
+    a, b = a[real].float(), b[real].float()
+    relative = ((a - b).norm() / b.norm()).item()
+    limit = 1e-5 if dtype == torch.float32 else 2e-2
+    if relative > limit:
+        raise RuntimeError(f"ours and native differ by {relative:.3g} relative (> {limit}); the benchmark would be "
+                           "meaningless.")  # fmt: skip
+    return (a - b).abs().max().item()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from ranx import Qrels, Run, evaluate
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
@@ -93,6 +92,7 @@ def ranking_metrics(
     qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: Sequence[str] = RANKING_METRICS
 ) -> dict[str, float]:
     """IR metrics of a run against judgments, computed by ranx (nDCG with exponential gain, as BEIR/trec_eval)."""
+    from ranx import Qrels, Run, evaluate  # imported here: ranx pulls in ir_datasets, which no other metric needs
     judged = {q: docs for q, docs in qrels.items() if q in run}
     if not judged:
         raise ValueError("None of the run's queries has relevance judgments; check the qrels file and query ids.")
