@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from .. import modeling
-from ..integrations.inference import embed, predict_logits
+from ..integrations.inference import embed, predict_logits, truncation_length
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def run_texts(
     prompts and modules; `predict_logits` otherwise), and the number of tokens they hold (for the throughput shown).
 
     Going through the public functions keeps bulk results equal to in-process ones; the token count costs a second
-    tokenization, cheap next to the forward passes.
+    tokenization (cheap next to the forward passes), to the same length as the runner's (`truncation_length`).
     """
     if task == "embed":
         outputs = embed(model, tokenizer, texts, batch_size=batch_size, show_progress_bar=False, max_length=max_length)
@@ -315,8 +315,7 @@ def run_texts(
         )
     if not texts:
         return outputs, 0
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    encoded = tokenizer(texts, text_pairs, truncation=True, max_length=min(limit, max_length or limit))
+    encoded = tokenizer(texts, text_pairs, truncation=True, max_length=truncation_length(model, tokenizer, max_length))
     return outputs, sum(len(ids) for ids in encoded["input_ids"])
 
 

@@ -201,6 +201,14 @@ def _warn_if_truncated(tokenizer, texts, text_pairs, input_ids, max_length: int)
         )
 
 
+def truncation_length(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int | None) -> int:
+    """The token length inference truncates to: `max_length`, never more than the tokenizer's `model_max_length` nor
+    the positions the model has (a tokenizer that was not prepared may carry transformers' "no limit" sentinel,
+    ~1e30)."""
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    return min(limit, max_length or limit)
+
+
 def _run_batched(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -222,10 +230,7 @@ def _run_batched(
         raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
     if not texts:
         return None
-    # A tokenizer that was not prepared may carry transformers' "no limit" sentinel (~1e30): never exceed the
-    # positions the model has.
-    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    max_length = min(limit, max_length or limit)
+    max_length = truncation_length(model, tokenizer, max_length)
     encoded = tokenizer(texts, text_pairs, truncation=True, max_length=max_length, return_attention_mask=True)
     _warn_if_truncated(tokenizer, texts, text_pairs, encoded["input_ids"], max_length)
     encodings = [{k: encoded[k][i] for k in ("input_ids", "attention_mask")} for i in range(len(texts))]
