@@ -1,5 +1,5 @@
 """One optimizer step of each GemmaEncoder head with transformers' Trainer, shared by test_trainer_contracts.py and
-the two-process worker it launches (ddp_step_worker.py).
+the two-process workers it launches (ddp_step_worker.py, fsdp_step_worker.py).
 
 Each case is a tiny model and an 8-row batch whose loss depends on how the rows are split: micro-batches hold
 different numbers of masked-LM and token-classification labels, and ranking rows come in whole query groups. Plain
@@ -133,6 +133,20 @@ def trainer_step(name: str, output_dir: Path, batch_size: int, accumulation: int
     trainer.train()
     after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     return after - before, trainer
+
+
+def plain_step(encoder: torch.nn.Module, data: Dataset, rows, world_size: int = 1) -> None:
+    """The step `trainer_step` takes, without the Trainer, on `rows` of `data` (for models the Trainer cannot wrap, such
+    as FSDP2-sharded ones on CPU): SGD at the same learning rate, and the Trainer's loss contract. A model that accepts
+    loss kwargs gets the whole batch's `num_items_in_batch` and its loss times `world_size` (data-parallel gradients
+    are averaged over processes); any other model's loss is the mean over its own rows."""
+    batch = data.select(rows).with_format("torch")[:]
+    kwargs = {}
+    if encoder.accepts_loss_kwargs:
+        kwargs["num_items_in_batch"] = int((data.with_format("torch")[:]["labels"] != -100).sum())
+    loss = encoder(**batch, **kwargs).loss * (world_size if encoder.accepts_loss_kwargs else 1)
+    loss.backward()
+    torch.optim.SGD(encoder.parameters(), lr=training_arguments(Path("."), 1, 1).learning_rate).step()
 
 
 def relative_difference(update: torch.Tensor, reference: torch.Tensor) -> float:
