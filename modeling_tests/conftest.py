@@ -30,7 +30,7 @@ from transformers import (
 import gemma_encoder_hf
 from gemma_encoder_hf.integrations import conversion
 
-GENERATIONS = ("gemma", "gemma2", "gemma3", "gemma4")
+GENERATIONS = ("gemma", "gemma2", "gemma3", "gemma4", "gemma4_moe")
 
 TINY_COMMON = dict(
     vocab_size=128,
@@ -77,6 +77,10 @@ def tiny_decoder_config(generation: str, **overrides):
             vocab_size_per_layer_input=128,
         )
         return Gemma4TextConfig(**{**TINY_COMMON, **defaults, **overrides})
+    if generation == "gemma4_moe":
+        # Gemma 4's mixture-of-experts layers (routed experts beside each dense MLP), on top of every dense feature.
+        moe = dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=16)
+        return tiny_decoder_config("gemma4", **{**moe, **overrides})
     raise ValueError(generation)
 
 
@@ -105,18 +109,21 @@ DECODER_CLASSES = {
     "gemma2": Gemma2ForCausalLM,
     "gemma3": Gemma3ForCausalLM,
     "gemma4": Gemma4ForCausalLM,
+    "gemma4_moe": Gemma4ForCausalLM,
 }
 
 
 def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -> Path:
-    """Save a random tiny decoder whose norm weights (and Gemma 4's layer scalars) are random too: their initial
-    values would hide bugs in how they are applied."""
+    """Save a random tiny decoder whose norm weights (and Gemma 4's layer scalars and router scales) are random too:
+    their initial values would hide bugs in how they are applied."""
     torch.manual_seed(seed)
     decoder = DECODER_CLASSES[generation](tiny_decoder_config(generation, **overrides))
     with torch.no_grad():
         for name, param in decoder.named_parameters():
             if "norm" in name:
                 param.normal_(0.0, 0.5)
+            elif name.endswith(("router.scale", "router.per_expert_scale")):
+                param.uniform_(0.5, 1.5)
         for name, buffer in decoder.named_buffers():
             if name.endswith("layer_scalar"):
                 buffer.uniform_(0.5, 1.5)

@@ -38,6 +38,8 @@ def test_unknown_choice_names_field_and_allowed_values(field, value, allowed):
         ({"num_hidden_layers": 2, "layer_types": ["full_attention"]}, "one entry per layer"),
         ({"num_hidden_layers": 1, "layer_types": ["local"]}, "layer_types"),
         ({"num_hidden_layers": 1, "layer_types": ["sliding_attention"], "sliding_window": None}, "sliding_window"),
+        ({"num_experts": 4}, "top_k_experts and moe_intermediate_size"),
+        ({"num_experts": 4, "top_k_experts": 5, "moe_intermediate_size": 8}, r"top_k_experts=5 .*\[1, 4\]"),
     ],
 )
 def test_invalid_values_raise_value_error_naming_the_field(kwargs, message):

@@ -107,12 +107,3 @@ def test_cli_reports_bad_arguments_without_a_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "error" in result.stderr
-
-
-def test_gemma4_mixture_of_experts_is_refused_by_name(tmp_path):
-    from conftest import tiny_decoder_config
-
-    moe = tiny_decoder_config("gemma4", enable_moe_block=True, num_experts=2, top_k_experts=1, moe_intermediate_size=8)
-    moe.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"mixture-of-experts.*dense Gemma 4"):
-        GemmaEncoderModel.from_decoder(tmp_path)

@@ -108,7 +108,7 @@ def test_causal_matches_native_decoder(tiny_decoder_dirs, generation, implementa
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize(("generation", "flag"), [("gemma3", True), ("gemma4", "all")])
+@pytest.mark.parametrize(("generation", "flag"), [("gemma3", True), ("gemma4", "all"), ("gemma4_moe", "all")])
 def test_bidirectional_matches_native_use_bidirectional_attention(tmp_path, generation, flag, implementation):
     """Gemma 3 with use_bidirectional_attention=True and Gemma 4 with "all" (EmbeddingGemma's layout), padded or
     packed. transformers gives Gemma 4's bidirectional sliding layers one token more per side than Gemma 3's; the

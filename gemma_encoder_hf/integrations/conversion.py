@@ -42,8 +42,8 @@ SUPPORTED_SOURCES = {
     "gemma2": "Gemma 2 decoder",
     "gemma3_text": "Gemma 3 text decoder (also EmbeddingGemma's bidirectional Gemma 3)",
     "gemma3": "Gemma 3 multimodal checkpoint (its text decoder)",
-    "gemma4_text": "Gemma 4 text decoder (dense)",
-    "gemma4": "Gemma 4 multimodal checkpoint (its dense text decoder)",
+    "gemma4_text": "Gemma 4 text decoder (dense or mixture-of-experts)",
+    "gemma4": "Gemma 4 multimodal checkpoint (its text decoder)",
     "t5gemma": "T5Gemma encoder-decoder (its bidirectional encoder; decoder weights dropped)",
     "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
 }
@@ -248,12 +248,8 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
 
 def _gemma4_fields(c: PreTrainedConfig) -> dict:
     """Gemma 4 text: Gemma 3's layout plus per-layer embeddings, key/value sharing, k = v projections on full layers,
-    value norms, wider full-attention heads with proportional (partial) RoPE, unit-free norms and layer scalars."""
-    if c.enable_moe_block:
-        raise ValueError(
-            "Gemma 4 mixture-of-experts checkpoints (enable_moe_block=True) are not supported; GemmaEncoder converts "
-            "the dense Gemma 4 text models."
-        )
+    value norms, wider full-attention heads with proportional (partial) RoPE, unit-free norms, layer scalars and, in
+    the mixture-of-experts models, routed experts beside each layer's dense MLP."""
     rope_theta, factor = _rope_base(c.rope_parameters, "full_attention", 1_000_000.0)
     local_theta, local_factor = _rope_base(c.rope_parameters, "sliding_attention", 10_000.0)
     if local_factor != 1.0:
@@ -280,6 +276,9 @@ def _gemma4_fields(c: PreTrainedConfig) -> dict:
         use_double_wide_mlp=c.use_double_wide_mlp,
         hidden_size_per_layer_input=c.hidden_size_per_layer_input or 0,
         vocab_size_per_layer_input=c.vocab_size_per_layer_input if c.hidden_size_per_layer_input else None,
+        num_experts=c.num_experts if c.enable_moe_block else 0,
+        top_k_experts=c.top_k_experts if c.enable_moe_block else None,
+        moe_intermediate_size=c.moe_intermediate_size if c.enable_moe_block else None,
     )
 
 

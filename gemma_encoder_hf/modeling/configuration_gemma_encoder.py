@@ -127,6 +127,10 @@ class GemmaEncoderConfig(PreTrainedConfig):
             gated projection after its feed-forward block (Gemma 4 E2B/E4B); 0 for none.
         vocab_size_per_layer_input (`int`, *optional*): vocabulary of the per-layer input embedding table.
         use_layer_scalar (`bool`): each layer multiplies its output by a stored scalar `layer_scalar` (Gemma 4).
+        num_experts (`int`): experts of the mixture-of-experts feed-forward block every layer runs beside its dense
+            MLP (Gemma 4 MoE models); 0 for none.
+        top_k_experts (`int`, *optional*): experts each token is routed to; needed with `num_experts`.
+        moe_intermediate_size (`int`, *optional*): hidden width of each expert; needed with `num_experts`.
         eoi_token_index (`int`, *optional*): T5Gemma 2's end-of-image token, whose input embedding is the separate,
             unscaled vector `embed_tokens.eoi_embedding` instead of its row of the embedding matrix; None for
             checkpoints without one.
@@ -238,6 +242,9 @@ class GemmaEncoderConfig(PreTrainedConfig):
     hidden_size_per_layer_input: int = 0
     vocab_size_per_layer_input: int | None = None
     use_layer_scalar: bool = False
+    num_experts: int = 0
+    top_k_experts: int | None = None
+    moe_intermediate_size: int | None = None
 
     # Encoder knobs
     attention: str = "bidirectional"
@@ -305,6 +312,14 @@ class GemmaEncoderConfig(PreTrainedConfig):
             raise ValueError(
                 "GemmaEncoderConfig.hidden_size_per_layer_input is set, so vocab_size_per_layer_input is needed too."
             )
+        _check_range("num_experts", self.num_experts, 0)
+        if self.num_experts:
+            if self.top_k_experts is None or self.moe_intermediate_size is None:
+                raise ValueError(
+                    "GemmaEncoderConfig.num_experts is set, so top_k_experts and moe_intermediate_size are needed too."
+                )
+            _check_range("top_k_experts", self.top_k_experts, 1, self.num_experts)
+            _check_range("moe_intermediate_size", self.moe_intermediate_size, 1)
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
         _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)

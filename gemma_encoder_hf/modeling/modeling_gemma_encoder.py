@@ -336,13 +336,64 @@ class GemmaEncoderMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
+class GemmaEncoderRouter(nn.Module):
+    """Gemma 4's expert router: which `top_k_experts` experts each token runs through, and their weights.
+
+    The token is RMS-normalised without a learned scale, scaled by `scale / sqrt(hidden_size)` and projected to one
+    logit per expert; the softmax is taken in fp32, the top-k probabilities are renormalised to sum to one and
+    multiplied by each chosen expert's `per_expert_scale`.
+    """
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        self.top_k = config.top_k_experts
+        self.proj = nn.Linear(config.hidden_size, config.num_experts, bias=False)
+        self.scale = nn.Parameter(torch.ones(config.hidden_size))
+        self.per_expert_scale = nn.Parameter(torch.ones(config.num_experts))
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weights, expert indices), each (tokens, top_k), for `tokens` of shape (tokens, hidden)."""
+        scaled = rms_normalize(tokens, self.eps) * self.scale * tokens.shape[-1] ** -0.5
+        probabilities = F.softmax(self.proj(scaled), dim=-1, dtype=torch.float32)
+        weights, experts = probabilities.topk(self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.per_expert_scale[experts], experts
+
+
+class GemmaEncoderExperts(nn.Module):
+    """Gemma 4's experts: `num_experts` gated feed-forward networks, stored as the checkpoint stores them (one 3D
+    tensor for all gate/up projections, one for all down projections)."""
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__()
+        width = config.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(config.num_experts, 2 * width, config.hidden_size))
+        self.down_proj = nn.Parameter(torch.empty(config.num_experts, config.hidden_size, width))
+        self.act_fn = ACT2FN[config.hidden_activation]
+
+    def forward(self, tokens: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Sum over each token's chosen experts of weight * expert(token); `tokens` is (tokens, hidden)."""
+        out = torch.zeros_like(tokens)
+        # One matmul per expert over the tokens routed to it: a token's result depends on its own row only, so it is
+        # the same whatever else is in the batch (padding, packing) and whatever order the experts run in.
+        for expert in experts.unique().tolist():
+            token, slot = (experts == expert).nonzero(as_tuple=True)
+            gate, up = F.linear(tokens[token], self.gate_up_proj[expert]).chunk(2, dim=-1)
+            expert_out = F.linear(self.act_fn(gate) * up, self.down_proj[expert])
+            out.index_add_(0, token, (expert_out * weights[token, slot, None]).to(out.dtype))
+        return out
+
+
 class GemmaEncoderLayer(GradientCheckpointingLayer):
     """One Gemma block. Module names follow the decoders so checkpoints load without renaming.
 
     Gemma 2/3 ("sandwich" norms): norm -> attn -> norm -> +res ; norm -> mlp -> norm -> +res.
     Gemma 1: norm -> attn -> +res ; norm -> mlp -> +res, where the second norm is named `post_attention_layernorm`.
     Gemma 4 adds, after the feed-forward block, its per-layer input (PLE): gate(x) * per_layer_input -> projection ->
-    norm -> +res; and scales the layer output by the stored `layer_scalar`.
+    norm -> +res; and scales the layer output by the stored `layer_scalar`. Gemma 4's mixture-of-experts models run
+    experts beside the dense MLP, on the same residual: norm_1(mlp(norm(x))) + norm_2(experts(norm'(x))) is the block
+    output that the post-feed-forward norm then takes.
     """
 
     def __init__(self, config: GemmaEncoderConfig, layer_idx: int):
@@ -365,6 +416,12 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
             self.post_per_layer_input_norm = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
         if config.use_layer_scalar:
             self.register_buffer("layer_scalar", torch.ones(1))
+        if config.num_experts:
+            self.router = GemmaEncoderRouter(config)
+            self.experts = GemmaEncoderExperts(config)
+            self.post_feedforward_layernorm_1 = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+            self.pre_feedforward_layernorm_2 = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
+            self.post_feedforward_layernorm_2 = GemmaEncoderRMSNorm(config.hidden_size, **norm_kwargs)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -392,6 +449,8 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
             pre_ffn_norm = self.post_attention_layernorm
 
         ffn_out = self.mlp(pre_ffn_norm(hidden_states).to(block_dtype))
+        if hasattr(self, "experts"):
+            ffn_out = self.post_feedforward_layernorm_1(ffn_out) + self._mixture_of_experts(hidden_states, block_dtype)
         post_ffn_norm = self.post_feedforward_layernorm if self.sandwich else None
         hidden_states = self._add_to_residual(hidden_states, ffn_out, post_ffn_norm)
         if per_layer_input is not None:
@@ -402,6 +461,14 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         if hasattr(self, "layer_scalar"):
             hidden_states = hidden_states * self.layer_scalar.to(hidden_states.dtype)
         return hidden_states, attn_weights
+
+    def _mixture_of_experts(self, residual: torch.Tensor, block_dtype: torch.dtype) -> torch.Tensor:
+        """The experts' share of the feed-forward block: routed on the residual stream itself, run on its normalised
+        copy, then normalised."""
+        tokens = residual.reshape(-1, residual.shape[-1]).to(block_dtype)
+        weights, experts = self.router(tokens)
+        out = self.experts(self.pre_feedforward_layernorm_2(tokens), weights, experts)
+        return self.post_feedforward_layernorm_2(out.view(residual.shape))
 
     def _add_to_residual(
         self, residual: torch.Tensor, block_out: torch.Tensor, post_norm: GemmaEncoderRMSNorm | None
@@ -937,6 +1004,12 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
             module.weight.fill_(0.0 if module.unit_offset else 1.0)
         elif isinstance(module, GemmaEncoderLayer) and hasattr(module, "layer_scalar"):
             module.layer_scalar.fill_(1.0)
+        elif isinstance(module, GemmaEncoderRouter):
+            module.scale.fill_(1.0)
+            module.per_expert_scale.fill_(1.0)
+        elif isinstance(module, GemmaEncoderExperts):
+            module.gate_up_proj.normal_(0.0, std)
+            module.down_proj.normal_(0.0, std)
         elif isinstance(module, GemmaEncoderScaledEmbedding) and module.eoi_token_index is not None:
             module.eoi_embedding.zero_()
         elif isinstance(module, GemmaEncoderQueryProbePooler):
