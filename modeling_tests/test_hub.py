@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_encoder_config
+from conftest import SOURCES, random_batch, tiny_encoder_config
 from hub_server import HubServer, client_pointed_at
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
@@ -360,6 +360,40 @@ def test_reload_without_package_reproduces_logits(pushed, hub, hub_env, tmp_path
             assert torch.equal(out["logits"][name][key], logits), f"{name}/{key} logits differ after the round trip"
     # The adapter changed the classifier: reproducing its logits means the LoRA weights, pooler and head came back.
     assert not torch.equal(pushed["reference"]["lora"]["single"], pushed["reference"]["classifier"]["single"])
+
+
+def test_every_backbone_round_trips_through_the_hub_without_the_package(tiny_decoder_dirs, hub, hub_env, tmp_path):
+    """A classifier converted from each kind of source (Gemma 1-4, Gemma 4 MoE, T5Gemma, T5Gemma 2), pushed and loaded
+    back with trust_remote_code where the package cannot be imported, gives the same logits: the modeling file that
+    travels to the Hub carries every backbone's layers."""
+    input_ids, attention_mask = random_batch(128, batch=3, seq=12)
+    reference = {}
+    for kind in SOURCES:
+        torch.manual_seed(0)
+        model = GemmaEncoderForSequenceClassification.from_decoder(tiny_decoder_dirs[kind], num_labels=2).eval()
+        model.push_to_hub(f"tester/tiny-{kind}")
+        with torch.no_grad():
+            reference[kind] = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "batch.pt")
+    script = f"""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    batch = torch.load({str(tmp_path / "batch.pt")!r})
+    out = {{"package_importable": PACKAGE_IMPORTABLE, "logits": {{}}, "classes": {{}}}}
+    for kind in {list(SOURCES)!r}:
+        model = AutoModelForSequenceClassification.from_pretrained(f"tester/tiny-{{kind}}", trust_remote_code=True)
+        out["classes"][kind] = type(model).__module__
+        with torch.no_grad():
+            out["logits"][kind] = model.eval()(**batch).logits
+    torch.save(out, {str(tmp_path / "out.pt")!r})
+    """
+    run_isolated(script, hub_env, tmp_path)
+    out = torch.load(tmp_path / "out.pt")
+    assert out["package_importable"] is False
+    for kind in SOURCES:
+        assert out["classes"][kind].startswith("transformers_modules."), kind
+        assert torch.equal(out["logits"][kind], reference[kind]), kind
 
 
 # ----------------------------------------------------------------------------------------------------------------------
