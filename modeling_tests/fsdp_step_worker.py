@@ -49,6 +49,7 @@ def main() -> None:
         if state.is_main_process:
             torch.save(torch.cat([(full[n] - before[n]).flatten() for n in names]), args.output_dir / f"{name}.pt")
         dist.barrier()
+    dist.destroy_process_group()  # explicitly, as ddp_step_worker.py does
 
 
 if __name__ == "__main__":
