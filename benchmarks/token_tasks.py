@@ -16,8 +16,8 @@ Every variant starts from the same backbone and is fine-tuned with the same Trai
   training text, labels dropped (`gemma_encoder_hf.harness.adaptation.adapt`).
 
 Runs are ordered seed by seed (every mode of seed 0 first), and the results files are rewritten after every run, so
-an interrupted benchmark keeps what it measured. Several processes (one per task or seed) can share a GPU; `--merge`
-joins their JSON files into one table. Commands of the committed results: README, token-level tasks.
+an interrupted benchmark keeps what it measured. `--merge` joins the JSON files of separate runs (one per task or
+seed) into one table. Commands of the committed results: README, token-level tasks.
 
     python benchmarks/token_tasks.py --train-examples 1000 4000 --eval-examples 500 --max-length 64 --epochs 1 \
         --seeds 0 --out benchmarks/results/token_tasks_cpu
@@ -117,8 +117,8 @@ def main() -> None:
         "learning_rate": args.learning_rate,
         "head_learning_rate": TrainingConfig.head_learning_rate,
         "adapt_steps": args.adapt_steps if "bidirectional+mntp" in args.modes else None,
-        "device": torch.cuda.get_device_name() if (args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if TrainingConfig(device=args.device).resolved_device() == "cuda"
+        else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
     }  # fmt: skip
     rows = []

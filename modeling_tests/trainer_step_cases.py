@@ -25,6 +25,7 @@ from gemma_encoder_hf import (
 )
 
 ROWS, LENGTH, VOCAB = 8, 10, 128
+LEARNING_RATE = 0.5  # plain SGD: the update is this times the gradient
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def training_arguments(output_dir: Path, batch_size: int, accumulation: int) -> 
         gradient_accumulation_steps=accumulation,
         max_steps=1,
         optim="sgd",
-        learning_rate=0.5,
+        learning_rate=LEARNING_RATE,
         lr_scheduler_type="constant",
         weight_decay=0.0,
         max_grad_norm=0.0,  # no clipping: it would hide a step of the wrong size
@@ -146,7 +147,7 @@ def plain_step(encoder: torch.nn.Module, data: Dataset, rows, world_size: int = 
         kwargs["num_items_in_batch"] = int((data.with_format("torch")[:]["labels"] != -100).sum())
     loss = encoder(**batch, **kwargs).loss * (world_size if encoder.accepts_loss_kwargs else 1)
     loss.backward()
-    torch.optim.SGD(encoder.parameters(), lr=training_arguments(Path("."), 1, 1).learning_rate).step()
+    torch.optim.SGD(encoder.parameters(), lr=LEARNING_RATE).step()
 
 
 def relative_difference(update: torch.Tensor, reference: torch.Tensor) -> float:
