@@ -131,8 +131,8 @@ def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -
     return path
 
 
-# Encoder-decoder checkpoints whose encoder stack becomes the encoder (already bidirectional).
-ENCODER_SOURCES = ("t5gemma", "t5gemma2")
+# Checkpoints whose stack is already a bidirectional encoder: the encoders of encoder-decoders, EmbeddingGemma 2.
+ENCODER_SOURCES = ("t5gemma", "t5gemma2", "embedding_gemma2")
 # Every tiny checkpoint kind `tiny_decoder_dirs` holds; suites that only need a converted encoder run over all of them.
 SOURCES = GENERATIONS + ENCODER_SOURCES
 # T5Gemma 2's end-of-image token, whose embedding is a separate vector: inside the tiny vocabulary so tests can use it.
@@ -140,8 +140,11 @@ T5GEMMA2_EOI_TOKEN = 7
 
 
 def tiny_encoder_source_config(kind: str, **overrides):
-    """A tiny T5Gemma / T5Gemma 2 config (tiny vision tower for T5Gemma 2); encoder and decoder stacks alike."""
+    """A tiny T5Gemma / T5Gemma 2 config (tiny vision tower for T5Gemma 2; encoder and decoder stacks alike), or a
+    tiny EmbeddingGemma 2 (text tower only)."""
     from transformers import (
+        EmbeddingGemma2Config,
+        EmbeddingGemma2TextConfig,
         SiglipVisionConfig,
         T5Gemma2Config,
         T5Gemma2DecoderConfig,
@@ -178,13 +181,33 @@ def tiny_encoder_source_config(kind: str, **overrides):
             boi_token_index=6, eoi_token_index=T5GEMMA2_EOI_TOKEN, image_token_index=5,
         )  # fmt: skip
         return T5Gemma2Config(encoder=encoder, decoder=T5Gemma2DecoderConfig(**stack), image_token_index=5)
+    if kind == "embedding_gemma2":
+        # Every EmbeddingGemma 2 feature: projection-only PLE, wider single-kv-head full layers, a radius-3 window
+        # (7 tokens wide), an embedding projection to a width of its own.
+        stack = dict(
+            TINY_COMMON,
+            sliding_window=3,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            global_head_dim=32,
+            num_global_key_value_heads=1,
+            hidden_size_per_layer_input=8,
+            embedding_dim=48,
+        )
+        stack.update(overrides)
+        return EmbeddingGemma2Config(
+            text_config=EmbeddingGemma2TextConfig(**stack), vision_config=None, audio_config=None
+        )
     raise ValueError(kind)
 
 
 def encoder_source_class(kind: str):
-    from transformers import T5Gemma2ForConditionalGeneration, T5GemmaForConditionalGeneration
+    from transformers import EmbeddingGemma2Model, T5Gemma2ForConditionalGeneration, T5GemmaForConditionalGeneration
 
-    return {"t5gemma": T5GemmaForConditionalGeneration, "t5gemma2": T5Gemma2ForConditionalGeneration}[kind]
+    return {
+        "t5gemma": T5GemmaForConditionalGeneration,
+        "t5gemma2": T5Gemma2ForConditionalGeneration,
+        "embedding_gemma2": EmbeddingGemma2Model,
+    }[kind]
 
 
 def make_tiny_checkpoint(kind: str, path: Path, seed: int = 0, **overrides) -> Path:
@@ -197,6 +220,9 @@ def make_tiny_checkpoint(kind: str, path: Path, seed: int = 0, **overrides) -> P
         for name, param in model.named_parameters():
             if "norm" in name or "eoi_embedding" in name:
                 param.normal_(0.0, 0.5)
+        for name, buffer in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                buffer.uniform_(0.5, 1.5)
     model.save_pretrained(path)
     return path
 

@@ -363,9 +363,9 @@ def test_reload_without_package_reproduces_logits(pushed, hub, hub_env, tmp_path
 
 
 def test_every_backbone_round_trips_through_the_hub_without_the_package(tiny_decoder_dirs, hub, hub_env, tmp_path):
-    """A classifier converted from each kind of source (Gemma 1-4, Gemma 4 MoE, T5Gemma, T5Gemma 2), pushed and loaded
-    back with trust_remote_code where the package cannot be imported, gives the same logits: the modeling file that
-    travels to the Hub carries every backbone's layers."""
+    """A classifier converted from each kind of source (Gemma 1-4, Gemma 4 MoE, T5Gemma, T5Gemma 2, EmbeddingGemma 2),
+    pushed and loaded back with trust_remote_code where the package cannot be imported, gives the same logits: the
+    modeling file that travels to the Hub carries every backbone's layers."""
     input_ids, attention_mask = random_batch(128, batch=3, seq=12)
     reference = {}
     for kind in SOURCES:

@@ -25,13 +25,16 @@ from gemma_encoder_hf import (
 
 @pytest.fixture(
     scope="module",
-    params=[("gemma3", "query"), ("gemma3", "kv"), ("t5gemma2", "query"), ("gemma4", "query"), ("gemma4_moe", "kv")],
+    params=[
+        ("gemma3", "query"), ("gemma3", "kv"), ("t5gemma2", "query"), ("gemma4", "query"), ("gemma4_moe", "kv"),
+        ("embedding_gemma2", "query"),
+    ],
     ids=lambda p: "-".join(p),
 )
 def base_dir(request, tiny_decoder_dirs, tmp_path_factory):
     """A tiny classifier with attention pooling (query- or KV-probe), saved as the adapter's base model; from a
-    Gemma 3 decoder, a T5Gemma 2 encoder and Gemma 4 decoders (whose shared and k=v layers have no v_proj), dense
-    and mixture-of-experts."""
+    Gemma 3 decoder, a T5Gemma 2 encoder, Gemma 4 decoders (whose shared and k=v layers have no v_proj), dense
+    and mixture-of-experts, and an EmbeddingGemma 2 text tower."""
     source, probe = request.param
     torch.manual_seed(0)
     model = GemmaEncoderForSequenceClassification.from_decoder(

@@ -119,3 +119,71 @@ def test_sentence_transformers_pooling_without_equivalent_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"pooling_mode='max'.*supported: \['mean', 'cls', 'lasttoken'\]"):
         GemmaEncoderModel.from_decoder(folder)
 
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# EmbeddingGemma 2: a transformers text tower ending in its own embedding projection
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedding_gemma2(tmp_path_factory):
+    """(folder, model): a tiny `EmbeddingGemma2TextModel` checkpoint (model_type `embedding_gemma2_text`, the text
+    tower alone) with random norms and layer scalars, and the word-level Gemma-template tokenizer."""
+    from conftest import tiny_encoder_source_config
+    from transformers import EmbeddingGemma2TextModel
+
+    torch.manual_seed(0)
+    model = EmbeddingGemma2TextModel(tiny_encoder_source_config("embedding_gemma2").text_config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0.0, 0.5)
+        for name, buffer in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                buffer.uniform_(0.5, 1.5)
+    folder = tmp_path_factory.mktemp("embedding_gemma2")
+    model.save_pretrained(folder)
+    tiny_gemma_tokenizer().save_pretrained(folder)
+    return folder, model
+
+
+def test_embedding_gemma2_text_tower_gives_its_states_from_ids_or_embeddings(embedding_gemma2):
+    """The encoder's states are EmbeddingGemma 2's before its projection (the output of its final norm), padded or
+    packed; with projection-only PLE they need no token ids, so `inputs_embeds` give the same states."""
+    folder, native = embedding_gemma2
+    model = GemmaEncoderModel.from_decoder(folder, dtype=torch.float32).eval()
+    assert model.config.decoder_model_type == "embedding_gemma2_text"
+    assert not hasattr(model, "embed_tokens_per_layer")  # projection-only PLE: no per-layer table
+    input_ids, attention_mask = random_batch(128, batch=3, seq=20, seed=3)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    real = attention_mask.bool()
+    states = []
+    hook = native.norm.register_forward_hook(lambda module, args, output: states.append(output))
+    with torch.inference_mode():
+        native(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        hook.remove()
+        for packed in ("never", "always"):
+            model.config.packed_execution = packed
+            actual = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            assert (states[0][real] - actual[real]).abs().max() <= TOLERANCE, packed
+        from_embeddings = model(inputs_embeds=model.embed_tokens(input_ids), attention_mask=attention_mask)
+    assert (from_embeddings.last_hidden_state[real] - actual[real]).abs().max() <= TOLERANCE
+
+
+def test_converted_embedding_gemma2_keeps_its_embedding_projection(embedding_gemma2, tmp_path):
+    """SentenceTransformer(converted folder) gives EmbeddingGemma 2's mean-pooled (projected) token states: the
+    projection becomes a bias-free Dense module after the encoder's mean pooling."""
+    folder, native = embedding_gemma2
+    out = convert(folder, tmp_path / "encoder")
+    types = [entry["type"].rsplit(".", 1)[-1] for entry in json.loads((out / "modules.json").read_text())]
+    assert types == ["Transformer", "Dense"]
+    converted = SentenceTransformer(str(out), device="cpu")
+    batch = converted.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    with torch.inference_mode():
+        projected = native(**batch).last_hidden_state
+    expected = (projected * mask).sum(1) / mask.sum(1)
+    actual = converted.encode(TEXTS, batch_size=3, convert_to_tensor=True)
+    assert actual.shape == (len(TEXTS), 48)
+    assert (expected - actual).abs().max() <= TOLERANCE

@@ -46,6 +46,8 @@ SUPPORTED_SOURCES = {
     "gemma4": "Gemma 4 multimodal checkpoint (its text decoder)",
     "t5gemma": "T5Gemma encoder-decoder (its bidirectional encoder; decoder weights dropped)",
     "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
+    "embedding_gemma2_text": "EmbeddingGemma 2 text tower (bidirectional; its embedding projection kept by `convert`)",
+    "embedding_gemma2": "EmbeddingGemma 2 multimodal checkpoint (its text tower; vision and audio weights dropped)",
 }
 SUPPORTED_DECODER_TYPES = tuple(SUPPORTED_SOURCES)
 
@@ -72,7 +74,16 @@ _KEY_MAPPINGS = {
         r"\.pre_self_attn_layernorm\.": ".input_layernorm.",
         r"\.post_self_attn_layernorm\.": ".post_attention_layernorm.",
     },
+    # EmbeddingGemma 2 keeps its projection-only PLE in a `ple` module and each layer's PLE block in `ple_block`;
+    # the encoder has them inline, as Gemma 4's decoder. The multimodal checkpoint keeps the text tower under
+    # `language_model`. Its final `embedding_projection` is no encoder weight: `convert` writes it as a Dense module.
+    "embedding_gemma2": {
+        r"^(?:model\.)?language_model\.": "model.",
+        r"\bple\.": "",
+        r"\.ple_block\.": ".",
+    },
 }
+_KEY_MAPPINGS["embedding_gemma2_text"] = _KEY_MAPPINGS["embedding_gemma2"]
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
 _NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.", "classifier.", "qa_outputs.")
@@ -150,11 +161,12 @@ def _unsupported(model_type: str) -> ValueError:
 
 
 def _text_stack_config(source_config: PreTrainedConfig) -> tuple[PreTrainedConfig, str]:
-    """(config of the stack the encoder takes, its layer family: "gemma", "gemma2" or "gemma3")."""
+    """(config of the stack the encoder takes, its layer family: "gemma", "gemma2", "gemma3", "gemma4" or
+    "embedding_gemma2")."""
     model_type = source_config.model_type
     if model_type not in SUPPORTED_SOURCES:
         raise _unsupported(model_type)
-    if model_type in ("gemma3", "gemma4"):
+    if model_type in ("gemma3", "gemma4", "embedding_gemma2"):
         text_config = source_config.get_text_config()
         return text_config, text_config.model_type.removesuffix("_text")
     if model_type == "t5gemma":
@@ -196,8 +208,9 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         pad_token_id=c.pad_token_id,
         bos_token_id=c.bos_token_id,
         eos_token_id=c.eos_token_id,
-        tie_word_embeddings=c.tie_word_embeddings,
-        decoder_model_type=c.model_type if source_type in ("gemma3", "gemma4") else source_type,
+        # EmbeddingGemma 2 has no LM head to tie; a masked-LM head built on it reuses the input embedding.
+        tie_word_embeddings=getattr(c, "tie_word_embeddings", True),
+        decoder_model_type=c.model_type if source_type in ("gemma3", "gemma4", "embedding_gemma2") else source_type,
     )
     if family == "gemma":
         rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
@@ -220,42 +233,40 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
             sliding_window = (sliding_window - 1) * 2
         fields.update(
             hidden_activation=c.hidden_activation,
-            # Gemma 4 has neither (see _gemma4_fields).
+            # Gemma 4 and EmbeddingGemma 2 have none of the three (see _gemma4_layer_fields).
             query_pre_attn_scalar=getattr(c, "query_pre_attn_scalar", None),
             attn_logit_softcapping=getattr(c, "attn_logit_softcapping", None),
-            final_logit_softcapping=c.final_logit_softcapping,
+            final_logit_softcapping=getattr(c, "final_logit_softcapping", None),
             use_sandwich_norms=True,
             sliding_window=sliding_window,
             layer_types=list(c.layer_types),
         )
         if family == "gemma4":
             fields.update(_gemma4_fields(c))
+        elif family == "embedding_gemma2":
+            fields.update(_embedding_gemma2_fields(c))
         elif family == "gemma2":
             rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
             fields.update(use_qk_norm=False, rope_theta=rope_theta, rope_local_base_freq=None)
         else:
-            rope_theta, factor = _rope_base(c.rope_parameters, "full_attention", 1_000_000.0)
-            local_theta, local_factor = _rope_base(c.rope_parameters, "sliding_attention", 10_000.0)
-            if local_factor != 1.0:
-                raise ValueError("Scaled RoPE on sliding-window layers is not supported.")
-            fields.update(
-                use_qk_norm=True, rope_theta=rope_theta, rope_local_base_freq=local_theta, rope_scaling_factor=factor
-            )
+            fields.update(use_qk_norm=True, **_per_type_rope_fields(c))
     fields.update(_encoder_checkpoint_fields(decoder_config, c, sliding_window=fields["sliding_window"]))
     fields.update(overrides)
     return GemmaEncoderConfig(**fields)
 
 
-def _gemma4_fields(c: PreTrainedConfig) -> dict:
-    """Gemma 4 text: Gemma 3's layout plus per-layer embeddings, key/value sharing, k = v projections on full layers,
-    value norms, wider full-attention heads with proportional (partial) RoPE, unit-free norms, layer scalars and, in
-    the mixture-of-experts models, routed experts beside each layer's dense MLP."""
+def _per_type_rope_fields(c: PreTrainedConfig) -> dict:
+    """RoPE bases per layer type (Gemma 3 onwards), and the linear scaling of full-attention layers."""
     rope_theta, factor = _rope_base(c.rope_parameters, "full_attention", 1_000_000.0)
     local_theta, local_factor = _rope_base(c.rope_parameters, "sliding_attention", 10_000.0)
     if local_factor != 1.0:
         raise ValueError("Scaled RoPE on sliding-window layers is not supported.")
-    full_rope = c.rope_parameters["full_attention"]
-    partial = float(full_rope.get("partial_rotary_factor", 1.0)) if full_rope["rope_type"] == "proportional" else 1.0
+    return dict(rope_theta=rope_theta, rope_local_base_freq=local_theta, rope_scaling_factor=factor)
+
+
+def _gemma4_layer_fields(c: PreTrainedConfig) -> dict:
+    """The layer Gemma 4 and EmbeddingGemma 2 share: q/k norms with unscaled logits, value norms, unit-free RMS
+    norms, layer scalars, wider full-attention heads, per-layer inputs."""
     full_layer = c.layer_types.index("full_attention")
     return dict(
         # transformers' Gemma 4 attention does not scale its logits (q and k are RMS-normalised).
@@ -265,21 +276,40 @@ def _gemma4_fields(c: PreTrainedConfig) -> dict:
         rms_norm_unit_offset=False,
         use_value_norm=True,
         use_layer_scalar=True,
-        rope_theta=rope_theta,
-        rope_local_base_freq=local_theta,
-        rope_scaling_factor=factor,
-        rope_partial_rotary_factor=partial,
         global_head_dim=c.per_layer_config[full_layer].head_dim,
         num_global_key_value_heads=c.per_layer_config[full_layer].num_key_value_heads,
+        hidden_size_per_layer_input=c.hidden_size_per_layer_input or 0,
+        **_per_type_rope_fields(c),
+    )
+
+
+def _gemma4_fields(c: PreTrainedConfig) -> dict:
+    """Gemma 4 text: the shared layer plus per-layer embedding tables, key/value sharing, k = v projections on full
+    layers, proportional (partial) RoPE on full layers and, in the mixture-of-experts models, routed experts beside
+    each layer's dense MLP."""
+    full_rope = c.rope_parameters["full_attention"]
+    partial = float(full_rope.get("partial_rotary_factor", 1.0)) if full_rope["rope_type"] == "proportional" else 1.0
+    return dict(
+        _gemma4_layer_fields(c),
+        rope_partial_rotary_factor=partial,
         attention_k_eq_v=c.attention_k_eq_v,
         num_kv_shared_layers=c.num_kv_shared_layers,
         use_double_wide_mlp=c.use_double_wide_mlp,
-        hidden_size_per_layer_input=c.hidden_size_per_layer_input or 0,
         vocab_size_per_layer_input=c.vocab_size_per_layer_input if c.hidden_size_per_layer_input else None,
         num_experts=c.num_experts if c.enable_moe_block else 0,
         top_k_experts=c.top_k_experts if c.enable_moe_block else None,
         moe_intermediate_size=c.moe_intermediate_size if c.enable_moe_block else None,
     )
+
+
+def _embedding_gemma2_fields(c: PreTrainedConfig) -> dict:
+    """EmbeddingGemma 2's text tower: the shared layer with projection-only PLE (no per-layer table), plain RoPE on
+    every layer, and no key/value sharing, k = v projections or experts.
+
+    Its sliding layers see `sliding_window` tokens on each side (a radius, not a causal width; see
+    `_encoder_checkpoint_fields`). The encoder's causal window is then `sliding_window + 1` (itself and
+    `sliding_window` tokens before it), which only `attention="causal"` and the decoder-derived windows read."""
+    return dict(_gemma4_layer_fields(c), sliding_window=c.sliding_window + 1, vocab_size_per_layer_input=None)
 
 
 def _encoder_checkpoint_fields(
@@ -291,13 +321,17 @@ def _encoder_checkpoint_fields(
     mask`), T5Gemma 2's with (window + 1) // 2 - 1 tokens before and window // 2 after (its
     `sliding_window_mask_function(is_causal=False)`), and a Gemma 4 built with use_bidirectional_attention="all" with
     |i - j| <= window // 2 + 1 (the halved window it stores, compared inclusively; one token more per side than Gemma
-    3's `"split"`); none is one of the decoder-derived windows.
+    3's `"split"`), and EmbeddingGemma 2's with |i - j| <= window (its config documents the window as a radius);
+    none is one of the decoder-derived windows.
     """
     if stack_config.model_type == "gemma4_text" and stack_config.use_bidirectional_attention == "all":
         span = sliding_window // 2 + 1
         return dict(bidirectional_window="native", native_bidirectional_window=[span, span])
     if source_config.model_type == "t5gemma":
         return dict(bidirectional_window="native", native_bidirectional_window=[sliding_window, sliding_window])
+    if stack_config.model_type == "embedding_gemma2_text":
+        radius = stack_config.sliding_window
+        return dict(bidirectional_window="native", native_bidirectional_window=[radius, radius])
     if source_config.model_type == "t5gemma2":
         return dict(
             bidirectional_window="native",
@@ -542,6 +576,60 @@ def carry_sentence_transformers_modules(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Where EmbeddingGemma 2 checkpoints keep the projection their embeddings end with: text tower, multimodal model.
+_EMBEDDING_PROJECTION_KEYS = (
+    "embedding_projection.weight",
+    "language_model.embedding_projection.weight",
+    "model.language_model.embedding_projection.weight",
+)
+
+
+def read_embedding_projection(location: str, **hub_kwargs) -> torch.Tensor:
+    """The (embedding_dim, hidden_size) weight of an EmbeddingGemma 2 checkpoint's `embedding_projection`.
+
+    transformers applies it to every token state after the final norm; being linear and bias-free, it equals
+    projecting the mean-pooled vector, which is how `convert` keeps it (a sentence-transformers Dense module).
+    """
+    from safetensors import safe_open
+
+    index_file = _hub_file(location, "model.safetensors.index.json", **hub_kwargs)
+    weight_map = json.loads(Path(index_file).read_text())["weight_map"] if index_file else {}
+    for key in _EMBEDDING_PROJECTION_KEYS:
+        path = _hub_file(location, weight_map.get(key, "model.safetensors"), **hub_kwargs)
+        if path is None:
+            continue
+        with safe_open(path, framework="pt") as tensors:
+            if key in tensors.keys():
+                return tensors.get_tensor(key)
+    raise ValueError(
+        f"{location} is an EmbeddingGemma 2 checkpoint without its embedding projection ({_EMBEDDING_PROJECTION_KEYS[0]})."
+    )
+
+
+def add_embedding_projection(weight: torch.Tensor, output_dir: Path) -> None:
+    """Append a bias-free Dense module computing `weight @ pooled` to a converted encoder's sentence-transformers
+    pipeline (right after the encoder, which pools)."""
+    try:
+        from sentence_transformers.sentence_transformer.modules import Dense
+    except ImportError as err:
+        raise ImportError(
+            "Keeping EmbeddingGemma 2's embedding projection writes a sentence-transformers Dense module: pip install "
+            "'gemma-encoder-hf[train]'."
+        ) from err
+    modules_path = output_dir / "modules.json"
+    modules = json.loads(modules_path.read_text(encoding="utf-8"))
+    out_features, in_features = weight.shape
+    dense = Dense(in_features, out_features, bias=False, activation_function=torch.nn.Identity())
+    with torch.no_grad():
+        dense.linear.weight.copy_(weight)
+    idx = len(modules)
+    path = f"{idx}_Dense"
+    (output_dir / path).mkdir()
+    dense.save(str(output_dir / path))
+    modules.append({"idx": idx, "name": str(idx), "path": path, "type": f"{type(dense).__module__}.Dense"})
+    modules_path.write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("GEMMA_ENCODER_HF_CACHE", Path.home() / ".cache" / "gemma_encoder_hf"))
 
@@ -778,7 +866,9 @@ def convert(
     "token-classification" or "question-answering". `max_length` is the tokenizer's `model_max_length` (default
     `DEFAULT_MAX_LENGTH`); `overrides` are GemmaEncoderConfig fields. A base encoder converted from a
     sentence-transformers folder (EmbeddingGemma) keeps the folder's projection modules (Dense, Normalize) and prompts
-    in its own sentence-transformers pipeline.
+    in its own sentence-transformers pipeline; one converted from EmbeddingGemma 2 keeps the model's own embedding
+    projection there too (a Dense module right after the encoder), so `SentenceTransformer(output_dir)` computes the
+    source's embeddings.
     """
     from ..modeling.modeling_gemma_encoder import (
         GemmaEncoderForMaskedLM,
@@ -806,6 +896,8 @@ def convert(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     location, gguf_file = resolve_source(source)
+    if task == "base" and model.config.decoder_model_type == "embedding_gemma2_text":
+        add_embedding_projection(read_embedding_projection(location, **hub_kwargs).to(model.dtype), output_dir)
     st_modules = None if gguf_file else read_sentence_transformers_modules(location, **hub_kwargs)
     if st_modules is not None and task == "base":
         carry_sentence_transformers_modules(st_modules, output_dir, **hub_kwargs)

@@ -63,8 +63,8 @@ def _refuse_misspelt_fields(config_class: type, kwargs: dict) -> None:
 
 class GemmaEncoderConfig(PreTrainedConfig):
     r"""
-    Configuration of a bidirectional encoder built from a Gemma 1, 2, 3 or 4 (text) decoder, or from the encoder of a
-    T5Gemma / T5Gemma 2 checkpoint.
+    Configuration of a bidirectional encoder built from a Gemma 1, 2, 3 or 4 (text) decoder, from the encoder of a
+    T5Gemma / T5Gemma 2 checkpoint, or from an EmbeddingGemma 2 text tower.
 
     The backbone fields express every generation with one layer implementation; `from_decoder` fills them from
     the decoder's own config, so users normally only set the encoder knobs. Defaults describe Gemma 3 270M.
@@ -102,11 +102,13 @@ class GemmaEncoderConfig(PreTrainedConfig):
         pad_token_id, bos_token_id, eos_token_id (`int`): special token ids of the Gemma tokenizer.
         tie_word_embeddings (`bool`): the masked-LM head reuses the input embedding, as Gemma's LM head does.
         decoder_model_type (`str`, *optional*): model_type of the checkpoint this encoder was converted from
-            (`"gemma"`, `"gemma2"`, `"gemma3_text"`, `"t5gemma"`, `"t5gemma2"`); informational, used by model cards.
+            (`"gemma"`, `"gemma2"`, `"gemma3_text"`, `"gemma4_text"`, `"t5gemma"`, `"t5gemma2"`,
+            `"embedding_gemma2_text"`); informational, used by model cards.
         native_bidirectional_window (`list[int]`, *optional*): `[left, right]`: how many tokens before and after
             itself a query on a sliding layer sees when the checkpoint is an encoder trained bidirectionally with its
             own window (T5Gemma: `[sliding_window, sliding_window]`; T5Gemma 2: `[(sliding_window + 1) // 2 - 1,
-            sliding_window // 2]`, as transformers' encoders mask them). Used when `bidirectional_window="native"`.
+            sliding_window // 2]`, as transformers' encoders mask them; EmbeddingGemma 2: its radius on both sides).
+            Used when `bidirectional_window="native"`.
         rms_norm_unit_offset (`bool`): Gemma 1-3 RMS norms scale by `1 + weight` (zero weights are the identity);
             Gemma 4's scale by `weight` itself.
         global_head_dim (`int`, *optional*): head width of full-attention layers when it differs from `head_dim`
@@ -124,8 +126,11 @@ class GemmaEncoderConfig(PreTrainedConfig):
             RoPE: the frequencies of the other dimensions are zero, so those dimensions carry no position) (Gemma 4
             uses 0.25); 1.0 rotates them all.
         hidden_size_per_layer_input (`int`): width of the per-layer input embeddings (PLE) each layer adds through a
-            gated projection after its feed-forward block (Gemma 4 E2B/E4B); 0 for none.
-        vocab_size_per_layer_input (`int`, *optional*): vocabulary of the per-layer input embedding table.
+            gated projection after its feed-forward block (Gemma 4 E2B/E4B, EmbeddingGemma 2); 0 for none.
+        vocab_size_per_layer_input (`int`, *optional*): vocabulary of the per-layer input embedding table. Gemma 4
+            adds a token's row of that table to a projection of its main embedding; None with PLE is EmbeddingGemma
+            2's *projection-only* PLE: the per-layer inputs are the (normalised) projection alone, so they can also be
+            computed from `inputs_embeds`.
         use_layer_scalar (`bool`): each layer multiplies its output by a stored scalar `layer_scalar` (Gemma 4).
         num_experts (`int`): experts of the mixture-of-experts feed-forward block every layer runs beside its dense
             MLP (Gemma 4 MoE models); 0 for none.
@@ -308,10 +313,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
                 )
         _check_range("rope_partial_rotary_factor", self.rope_partial_rotary_factor, 0.0, 1.0)
         _check_range("hidden_size_per_layer_input", self.hidden_size_per_layer_input, 0)
-        if self.hidden_size_per_layer_input and self.vocab_size_per_layer_input is None:
-            raise ValueError(
-                "GemmaEncoderConfig.hidden_size_per_layer_input is set, so vocab_size_per_layer_input is needed too."
-            )
+        _check_range("vocab_size_per_layer_input", self.vocab_size_per_layer_input, 1, allow_none=True)
         _check_range("num_experts", self.num_experts, 0)
         if self.num_experts:
             if self.top_k_experts is None or self.moe_intermediate_size is None:

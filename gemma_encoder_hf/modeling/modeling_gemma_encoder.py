@@ -1141,15 +1141,17 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             config.hidden_size, eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset
         )
         if config.hidden_size_per_layer_input:
-            # Gemma 4's per-layer input embeddings (PLE): one table packs every layer's token embedding, and a
-            # projection of the token's main embedding adds context; each layer reads its slice.
+            # Per-layer input embeddings (PLE): a projection of the token's main embedding gives every layer a slice
+            # of its own; Gemma 4 adds the token's row of a table packing every layer's embedding (EmbeddingGemma 2
+            # has no table: projection-only PLE).
             per_layer_width = config.num_hidden_layers * config.hidden_size_per_layer_input
-            self.embed_tokens_per_layer = GemmaEncoderScaledEmbedding(
-                config.vocab_size_per_layer_input,
-                per_layer_width,
-                config.pad_token_id,
-                scale=config.hidden_size_per_layer_input**0.5,
-            )
+            if config.vocab_size_per_layer_input is not None:
+                self.embed_tokens_per_layer = GemmaEncoderScaledEmbedding(
+                    config.vocab_size_per_layer_input,
+                    per_layer_width,
+                    config.pad_token_id,
+                    scale=config.hidden_size_per_layer_input**0.5,
+                )
             self.per_layer_model_projection = nn.Linear(config.hidden_size, per_layer_width, bias=False)
             self.per_layer_projection_norm = GemmaEncoderRMSNorm(
                 config.hidden_size_per_layer_input, eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset
@@ -1247,7 +1249,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
         check_inputs(input_ids, attention_mask, reference, self.embed_tokens.num_embeddings)
-        if self.config.hidden_size_per_layer_input and input_ids is None:
+        if input_ids is None and hasattr(self, "embed_tokens_per_layer"):
             raise ValueError(
                 "This model's per-layer input embeddings (Gemma 4 PLE) are looked up by token id: pass input_ids, "
                 "not inputs_embeds."
@@ -1357,13 +1359,16 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         return hidden_states, all_hidden_states, all_attentions
 
     def _per_layer_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor | None:
-        """Gemma 4's per-layer inputs, (..., num_hidden_layers, hidden_size_per_layer_input), or None without PLE:
-        each token's per-layer embedding plus a normalised projection of its main embedding, scaled by 1/sqrt(2)."""
+        """The per-layer inputs, (..., num_hidden_layers, hidden_size_per_layer_input), or None without PLE: a
+        normalised projection of each token's main embedding; Gemma 4 adds the token's per-layer embedding and scales
+        the sum by 1/sqrt(2), EmbeddingGemma 2 (no table) takes the projection alone."""
         if not self.config.hidden_size_per_layer_input:
             return None
         shape = (*inputs_embeds.shape[:-1], self.config.num_hidden_layers, self.config.hidden_size_per_layer_input)
         projected = self.per_layer_model_projection(inputs_embeds) * self.config.hidden_size**-0.5
         projected = self.per_layer_projection_norm(projected.reshape(shape))
+        if self.config.vocab_size_per_layer_input is None:
+            return projected
         return (projected + self.embed_tokens_per_layer(input_ids).reshape(shape)) * 2**-0.5
 
     def _cuda_varlen_applies(self) -> bool:
