@@ -133,8 +133,10 @@ def make_tiny_decoder(generation: str, path: Path, seed: int = 0, **overrides) -
 
 # Checkpoints whose stack is already a bidirectional encoder: the encoders of encoder-decoders, EmbeddingGemma 2.
 ENCODER_SOURCES = ("t5gemma", "t5gemma2", "embedding_gemma2")
+# Decoders whose temporal blocks are recurrences (RecurrentGemma / Griffin), made bidirectional by the encoder.
+RECURRENT_SOURCES = ("recurrent_gemma",)
 # Every tiny checkpoint kind `tiny_decoder_dirs` holds; suites that only need a converted encoder run over all of them.
-SOURCES = GENERATIONS + ENCODER_SOURCES
+SOURCES = GENERATIONS + ENCODER_SOURCES + RECURRENT_SOURCES
 # T5Gemma 2's end-of-image token, whose embedding is a separate vector: inside the tiny vocabulary so tests can use it.
 T5GEMMA2_EOI_TOKEN = 7
 
@@ -200,6 +202,19 @@ def tiny_encoder_source_config(kind: str, **overrides):
     raise ValueError(kind)
 
 
+def tiny_recurrent_gemma_config(**overrides):
+    """A tiny RecurrentGemma: two recurrent layers and a local-attention layer (window 5, shorter than the test
+    texts), a hidden size whose sqrt is not a bfloat16 number (48: 6.93 is stored as 6.9375), partial RoPE."""
+    from transformers import RecurrentGemmaConfig
+
+    fields = dict(
+        vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=1, lru_width=64, attention_window_size=5, conv1d_width=4,
+        block_types=["recurrent", "recurrent", "attention"],
+    )  # fmt: skip
+    return RecurrentGemmaConfig(**{**fields, **overrides})
+
+
 def encoder_source_class(kind: str):
     from transformers import EmbeddingGemma2Model, T5Gemma2ForConditionalGeneration, T5GemmaForConditionalGeneration
 
@@ -215,11 +230,18 @@ def make_tiny_checkpoint(kind: str, path: Path, seed: int = 0, **overrides) -> P
     if kind in GENERATIONS:
         return make_tiny_decoder(kind, path, seed, **overrides)
     torch.manual_seed(seed)
-    model = encoder_source_class(kind)(tiny_encoder_source_config(kind, **overrides))
+    if kind == "recurrent_gemma":
+        from transformers import RecurrentGemmaForCausalLM
+
+        model = RecurrentGemmaForCausalLM(tiny_recurrent_gemma_config(**overrides))
+    else:
+        model = encoder_source_class(kind)(tiny_encoder_source_config(kind, **overrides))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name or "eoi_embedding" in name:
                 param.normal_(0.0, 0.5)
+            elif kind == "recurrent_gemma" and name.endswith("bias"):  # initialised to zero, which hides bugs
+                param.normal_(0.0, 0.1)
         for name, buffer in model.named_buffers():
             if name.endswith("layer_scalar"):
                 buffer.uniform_(0.5, 1.5)

@@ -30,6 +30,7 @@ from gemma_encoder_hf import (
     GemmaEncoderConfig,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    GemmaEncoderModel,
     push_to_hub,
 )
 from gemma_encoder_hf.modeling.modeling_gemma_encoder import served_model_classes
@@ -463,3 +464,30 @@ def test_lora_flow_from_a_decoder_hub_id(tiny_decoder_dirs, hub, hub_env, tmp_pa
         torch.testing.assert_close(
             reloaded(input_ids=input_ids, attention_mask=attention_mask).logits, expected, atol=1e-6, rtol=1e-6
         )
+
+
+def test_every_source_converts_from_a_hub_id(tiny_decoder_dirs, hub, hub_env, tmp_path):
+    """from_decoder("namespace/checkpoint") builds the same encoder as the local folder, for every kind of source;
+    `convert` of an EmbeddingGemma 2 repo fetches its embedding projection for the Dense module."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from tiny_tokenizer import char_tokenizer
+
+    from gemma_encoder_hf.integrations.conversion import convert
+
+    for kind in SOURCES:
+        folder = Path(shutil.copytree(tiny_decoder_dirs[kind], tmp_path / kind))
+        char_tokenizer().save_pretrained(folder)
+        HfApi().create_repo(f"google/tiny-{kind}", exist_ok=True)
+        HfApi().upload_folder(repo_id=f"google/tiny-{kind}", folder_path=str(folder))
+        local = GemmaEncoderModel.from_decoder(folder).state_dict()
+        remote = GemmaEncoderModel.from_decoder(f"google/tiny-{kind}").state_dict()
+        assert local.keys() == remote.keys(), kind
+        assert all(torch.equal(local[k], remote[k]) for k in local), kind
+    out = convert("google/tiny-embedding_gemma2", tmp_path / "converted")
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Dense"]
+    projection = load_file(tiny_decoder_dirs["embedding_gemma2"] / "model.safetensors")
+    dense = load_file(out / modules[1]["path"] / "model.safetensors")
+    assert torch.equal(dense["linear.weight"], projection["language_model.embedding_projection.weight"])

@@ -219,3 +219,38 @@ class GemmaEncoderModelTest(ModelTesterMixin, unittest.TestCase):
 
     def test_torch_export_dynamic_shapes(self):
         self._export_and_compare(dynamic=True)
+
+
+class GemmaEncoderRecurrentModelTester(GemmaEncoderModelTester):
+    """A RecurrentGemma-style config: a recurrent (RG-LRU) layer and a local-attention layer, biased MLP and attention
+    output, partial RoPE, bidirectional recurrence with a learned combination gate and separate reverse weights."""
+
+    def get_config(self) -> GemmaEncoderConfig:
+        config = super().get_config()
+        config.layer_types = ["linear_attention", "sliding_attention"]
+        for name, value in dict(
+            lru_width=16, mlp_bias=True, attention_output_bias=True, rope_rotary_dim=4, use_sandwich_norms=False,
+            recurrence_combine="gate", recurrence_reverse_weights="separate",
+        ).items():  # fmt: skip
+            setattr(config, name, value)
+        return GemmaEncoderConfig.from_dict(config.to_dict())
+
+
+@require_torch
+class GemmaEncoderRecurrentModelTest(GemmaEncoderModelTest):
+    def setUp(self):
+        super().setUp()
+        self.model_tester = GemmaEncoderRecurrentModelTester(self)
+
+    def test_attention_outputs(self):
+        """Attention probabilities come from the attention layers only (the recurrent layer has none), as transformers'
+        RecurrentGemma returns them; the mixin's version expects one per layer."""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        config._attn_implementation = "eager"
+        for model_class in self.all_model_classes:
+            model = model_class(config).to(torch_device).eval()
+            with torch.no_grad():
+                attentions = model(**inputs, output_attentions=True).attentions
+            batch, seq = inputs["input_ids"].shape
+            self.assertEqual(len(attentions), config.layer_types.count("sliding_attention"))
+            self.assertEqual(attentions[0].shape, (batch, config.num_attention_heads, seq, seq))

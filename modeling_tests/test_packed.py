@@ -8,7 +8,7 @@ window bug would show.
 
 import pytest
 import torch
-from conftest import ENCODER_SOURCES, GENERATIONS, SOURCES
+from conftest import ENCODER_SOURCES, GENERATIONS, RECURRENT_SOURCES, SOURCES
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification, GemmaEncoderModel
 
@@ -64,6 +64,12 @@ PACKED_CASES = [
     for kind in ENCODER_SOURCES
     for implementation in ("eager", "sdpa")
     if not (kind == "t5gemma" and implementation == "sdpa")  # soft-capping: eager either way
+] + [
+    # RecurrentGemma: recurrent layers (both directions, or forward only) beside windowed attention.
+    (kind, attention, implementation)
+    for kind in RECURRENT_SOURCES
+    for attention in ({"attention": "bidirectional"}, {"attention": "causal"})
+    for implementation in ("eager", "sdpa")
 ]
 
 

@@ -27,14 +27,15 @@ from gemma_encoder_hf import (
     scope="module",
     params=[
         ("gemma3", "query"), ("gemma3", "kv"), ("t5gemma2", "query"), ("gemma4", "query"), ("gemma4_moe", "kv"),
-        ("embedding_gemma2", "query"),
+        ("embedding_gemma2", "query"), ("recurrent_gemma", "kv"),
     ],
     ids=lambda p: "-".join(p),
 )
 def base_dir(request, tiny_decoder_dirs, tmp_path_factory):
     """A tiny classifier with attention pooling (query- or KV-probe), saved as the adapter's base model; from a
     Gemma 3 decoder, a T5Gemma 2 encoder, Gemma 4 decoders (whose shared and k=v layers have no v_proj), dense
-    and mixture-of-experts, and an EmbeddingGemma 2 text tower."""
+    and mixture-of-experts, an EmbeddingGemma 2 text tower and a RecurrentGemma decoder (adapters on its attention
+    layers' q/v)."""
     source, probe = request.param
     torch.manual_seed(0)
     model = GemmaEncoderForSequenceClassification.from_decoder(
@@ -66,13 +67,17 @@ def test_lora_without_target_modules_adapts_the_backbone_only(base_dir):
     peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16))
     adapted = sorted(name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer))
     # Every q_proj / v_proj of the backbone's attention (Gemma 4 layers that reuse keys and values, or read values off
-    # the key projection, have no v_proj).
+    # the key projection, have no v_proj), and the input projections of RecurrentGemma's recurrent blocks.
+    targets = ("self_attn.q_proj", "self_attn.v_proj", "recurrent_block.linear_x", "recurrent_block.linear_y")
     expected = sorted(
         f"base_model.model.{name}"
         for name, _ in model.named_modules()
-        if name.startswith("model.layers.") and name.endswith(("self_attn.q_proj", "self_attn.v_proj"))
+        if name.startswith("model.layers.") and name.endswith(targets)
     )
     assert len(expected) >= model.config.num_hidden_layers + 1
+    assert {name.split(".layers.")[1].split(".")[0] for name in expected} == {
+        str(i) for i in range(model.config.num_hidden_layers)
+    }  # every layer adapted
     # The head's pooler has its own q_proj/v_proj: it is trained whole (modules_to_save), never adapted.
     assert adapted == expected
     trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}

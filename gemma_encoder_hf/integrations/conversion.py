@@ -48,6 +48,7 @@ SUPPORTED_SOURCES = {
     "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
     "embedding_gemma2_text": "EmbeddingGemma 2 text tower (bidirectional; its embedding projection kept by `convert`)",
     "embedding_gemma2": "EmbeddingGemma 2 multimodal checkpoint (its text tower; vision and audio weights dropped)",
+    "recurrent_gemma": "RecurrentGemma decoder (Griffin: recurrent blocks, run in both directions, and local attention)",
 }
 SUPPORTED_DECODER_TYPES = tuple(SUPPORTED_SOURCES)
 
@@ -84,6 +85,16 @@ _KEY_MAPPINGS = {
     },
 }
 _KEY_MAPPINGS["embedding_gemma2_text"] = _KEY_MAPPINGS["embedding_gemma2"]
+# RecurrentGemma names both kinds of temporal block `temporal_block`, its norms after their place in Griffin's residual
+# block, and its MLP `mlp_block`; the encoder uses Gemma 1's names (`post_attention_layernorm` is the pre-MLP norm).
+_KEY_MAPPINGS["recurrent_gemma"] = {
+    r"\.temporal_block\.(?=linear_x\.|linear_y\.|linear_out\.|conv_1d\.|rg_lru\.)": ".recurrent_block.",
+    r"\.temporal_block\.": ".self_attn.",
+    r"\.temporal_pre_norm\.": ".input_layernorm.",
+    r"\.channel_pre_norm\.": ".post_attention_layernorm.",
+    r"\.mlp_block\.": ".mlp.",
+    r"\.final_norm\.": ".norm.",
+}
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
 _NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.", "classifier.", "qa_outputs.")
@@ -201,9 +212,10 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         num_attention_heads=c.num_attention_heads,
         num_key_value_heads=_base_layer_attribute(c, "num_key_value_heads"),
         head_dim=_base_layer_attribute(c, "head_dim"),
-        max_position_embeddings=c.max_position_embeddings,
+        # RecurrentGemma has no position limit of its own (see _recurrent_gemma_fields).
+        max_position_embeddings=getattr(c, "max_position_embeddings", None),
         rms_norm_eps=c.rms_norm_eps,
-        initializer_range=c.initializer_range,
+        initializer_range=getattr(c, "initializer_range", 0.02),
         attention_bias=c.attention_bias,
         pad_token_id=c.pad_token_id,
         bos_token_id=c.bos_token_id,
@@ -212,7 +224,9 @@ def encoder_config_from_decoder(decoder_config: PreTrainedConfig, **overrides) -
         tie_word_embeddings=getattr(c, "tie_word_embeddings", True),
         decoder_model_type=c.model_type if source_type in ("gemma3", "gemma4", "embedding_gemma2") else source_type,
     )
-    if family == "gemma":
+    if family == "recurrent_gemma":
+        fields.update(_recurrent_gemma_fields(c))
+    elif family == "gemma":
         rope_theta, _ = _rope_base(c.rope_parameters, None, 10_000.0)
         fields.update(
             hidden_activation=c.hidden_act,
@@ -310,6 +324,37 @@ def _embedding_gemma2_fields(c: PreTrainedConfig) -> dict:
     `_encoder_checkpoint_fields`). The encoder's causal window is then `sliding_window + 1` (itself and
     `sliding_window` tokens before it), which only `attention="causal"` and the decoder-derived windows read."""
     return dict(_gemma4_layer_fields(c), sliding_window=c.sliding_window + 1, vocab_size_per_layer_input=None)
+
+
+def _recurrent_gemma_fields(c: PreTrainedConfig) -> dict:
+    """RecurrentGemma (Griffin): Gemma 1's pre-norm layout with recurrent blocks on its "linear_attention" layers and local
+    attention on the others; biased MLPs (of half the stated `intermediate_size`: transformers' own MLP halves it) and
+    attention output projection; RoPE on the leading `partial_rotary_factor` of each head; the embedding scale
+    rounded to bfloat16, as RecurrentGemma stores it."""
+    rotary_dim = int(c.head_dim * c.rope_parameters.get("partial_rotary_factor", 1.0))
+    return dict(
+        hidden_activation=c.hidden_activation,
+        query_pre_attn_scalar=c.head_dim,
+        attn_logit_softcapping=None,
+        final_logit_softcapping=c.logits_soft_cap,
+        use_sandwich_norms=False,
+        use_qk_norm=False,
+        # Its window is causal: a query sees itself and `attention_window_size - 1` tokens before it.
+        sliding_window=c.attention_window_size,
+        layer_types=list(c.layers_block_type),
+        rope_theta=c.rope_parameters["rope_theta"],
+        rope_local_base_freq=c.rope_parameters["rope_theta"],
+        rope_rotary_dim=rotary_dim if rotary_dim < c.head_dim else None,
+        intermediate_size=c.intermediate_size // 2,
+        mlp_bias=True,
+        attention_output_bias=True,
+        lru_width=c.lru_width,
+        conv1d_width=c.conv1d_width,
+        embedding_scale=float(torch.tensor(c.hidden_size**0.5, dtype=torch.bfloat16)),
+        # Local attention and a fixed-size state take any length; 8,192 tokens is what the model was trained on, and
+        # so where the package's warning about untrained positions starts.
+        max_position_embeddings=8192,
+    )
 
 
 def _encoder_checkpoint_fields(
@@ -438,8 +483,15 @@ def load_decoder_config(source: str | os.PathLike, **hub_kwargs) -> PreTrainedCo
     return AutoConfig.from_pretrained(location, gguf_file=gguf_file, **hub_kwargs)
 
 
+# Backbone parameters a decoder has no counterpart for: the reverse direction of recurrent blocks with
+# `recurrence_reverse_weights="separate"` (started from the forward weights) and the gate of `recurrence_combine="gate"`.
+_NEW_BACKBONE_PARAMETERS = re.compile(r"\.recurrent_block\.(conv_1d_reverse|rg_lru_reverse|direction_gate)\b")
+
+
 def _check_loaded(model, missing_keys: list[str], source) -> None:
-    missing_backbone = [k for k in missing_keys if not k.startswith(_NEW_PARAMETER_PREFIXES)]
+    missing_backbone = [
+        k for k in missing_keys if not k.startswith(_NEW_PARAMETER_PREFIXES) and not _NEW_BACKBONE_PARAMETERS.search(k)
+    ]
     if missing_backbone:
         raise ValueError(
             f"{source} lacks {len(missing_backbone)} backbone weights of a Gemma decoder (e.g. {missing_backbone[:3]}); "
@@ -785,6 +837,10 @@ def _convert(cls, source, model_type: str, config, seed: int, dtype, hub_kwargs:
                 tensors = {k.removeprefix(f"{cls.base_model_prefix}."): v for k, v in tensors.items()}
             missing_keys = model.load_state_dict(tensors, strict=False).missing_keys
     _check_loaded(model, missing_keys, source)
+    for module in model.modules():
+        if hasattr(module, "rg_lru_reverse"):  # separate reverse weights start as the decoder's forward ones
+            module.conv_1d_reverse.load_state_dict(module.conv_1d.state_dict())
+            module.rg_lru_reverse.load_state_dict(module.rg_lru.state_dict())
     if dtype is not None:
         model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     return model.eval()

@@ -16,7 +16,8 @@ def register_peft_target_modules() -> None:
     PEFT looks up `config.model_type` in one `TRANSFORMERS_MODELS_TO_<METHOD>_..._MODULES_MAPPING` dict per adapter
     method (LoRA, AdaLoRA, IA3, VeRA, ...); the tuner classes hold references to these dicts, so adding a key here is
     seen by `get_peft_model`. GemmaEncoder keeps the decoders' module names, so each method gets the entry it already
-    uses for Gemma 3 (LoRA: `q_proj`, `v_proj`). With `task_type="SEQ_CLS"` the head `score` (poolers included, whose
+    uses for Gemma 3 (LoRA: `q_proj`, `v_proj`, plus the recurrent blocks' `linear_x`, `linear_y`, which only
+    RecurrentGemma-derived encoders have). With `task_type="SEQ_CLS"` the head `score` (poolers included, whose
     projections are also called `q_proj`/`v_proj`) is trained and saved whole through `modules_to_save`, and PEFT
     never puts an adapter inside a `modules_to_save` module, so the adapters land on the backbone only.
 
@@ -29,7 +30,12 @@ def register_peft_target_modules() -> None:
     for name, mapping in vars(constants).items():
         if name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_MODULES_MAPPING"):
             if isinstance(mapping, dict) and "gemma3_text" in mapping:
-                mapping.setdefault(GemmaEncoderConfig.model_type, mapping["gemma3_text"])
+                default = list(mapping["gemma3_text"])
+                if name == "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING":
+                    # Encoders converted from RecurrentGemma have attention in one layer of three; the recurrent
+                    # blocks' input projections (recurrence and gate branches) take q/v's part in the others.
+                    default += ["linear_x", "linear_y"]
+                mapping.setdefault(GemmaEncoderConfig.model_type, default)
 
 
 __all__ = ["register_peft_target_modules"]

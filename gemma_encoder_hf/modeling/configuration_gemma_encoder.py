@@ -17,7 +17,9 @@ ATTENTION_POOLING_PROBES = ("query", "kv")
 RANKING_LOSSES = ("pointwise", "pairwise", "listwise")
 MASKED_LM_OBJECTIVES = ("mntp", "mlm")
 PACKED_EXECUTION_MODES = ("auto", "always", "never")
-LAYER_TYPES = ("full_attention", "sliding_attention")
+LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
+RECURRENCE_COMBINES = ("mean", "sum", "gate")
+RECURRENCE_REVERSE_WEIGHTS = ("tied", "separate")
 
 
 def _check_choice(name: str, value, allowed: tuple) -> None:
@@ -64,7 +66,7 @@ def _refuse_misspelt_fields(config_class: type, kwargs: dict) -> None:
 class GemmaEncoderConfig(PreTrainedConfig):
     r"""
     Configuration of a bidirectional encoder built from a Gemma 1, 2, 3 or 4 (text) decoder, from the encoder of a
-    T5Gemma / T5Gemma 2 checkpoint, or from an EmbeddingGemma 2 text tower.
+    T5Gemma / T5Gemma 2 checkpoint, from an EmbeddingGemma 2 text tower, or from a RecurrentGemma decoder.
 
     The backbone fields express every generation with one layer implementation; `from_decoder` fills them from
     the decoder's own config, so users normally only set the encoder knobs. Defaults describe Gemma 3 270M.
@@ -93,8 +95,9 @@ class GemmaEncoderConfig(PreTrainedConfig):
         use_qk_norm (`bool`): RMS-normalise queries and keys per head (Gemma 3).
         sliding_window (`int`, *optional*): the decoder's causal window: a query on a sliding layer saw itself and
             the `sliding_window - 1` tokens before it.
-        layer_types (`list[str]`, *optional*): `"full_attention"` or `"sliding_attention"` per layer; all full
-            attention when omitted.
+        layer_types (`list[str]`, *optional*): `"full_attention"`, `"sliding_attention"` or `"linear_attention"` (a
+            RecurrentGemma / Griffin recurrent block in place of attention) per layer; all full attention when
+            omitted.
         rope_theta (`float`): RoPE base of full-attention layers.
         rope_local_base_freq (`float`, *optional*): RoPE base of sliding layers (Gemma 3); `rope_theta` when unset.
         rope_scaling_factor (`float`): linear RoPE position scaling of full-attention layers (Gemma 3 4B and larger
@@ -136,6 +139,17 @@ class GemmaEncoderConfig(PreTrainedConfig):
             MLP (Gemma 4 MoE models); 0 for none.
         top_k_experts (`int`, *optional*): experts each token is routed to; needed with `num_experts`.
         moe_intermediate_size (`int`, *optional*): hidden width of each expert; needed with `num_experts`.
+        embedding_scale (`float`, *optional*): multiplier of the token embeddings; `hidden_size ** 0.5` when unset
+            (RecurrentGemma stores it rounded to bfloat16).
+        mlp_bias (`bool`): the feed-forward projections carry biases (RecurrentGemma).
+        attention_output_bias (`bool`): the attention output projection carries a bias even without
+            `attention_bias` (RecurrentGemma).
+        rope_rotary_dim (`int`, *optional*): rotate only the first `rope_rotary_dim` dimensions of each head, as a
+            rotary embedding of that width (pairs i and i + rope_rotary_dim / 2), and pass the others unrotated
+            (RecurrentGemma: head_dim / 2); every dimension when unset.
+        lru_width (`int`, *optional*): width of the recurrent blocks (RecurrentGemma's RG-LRU); needed when
+            `layer_types` holds `"linear_attention"` layers.
+        conv1d_width (`int`): width of the recurrent blocks' depthwise temporal convolution.
         eoi_token_index (`int`, *optional*): T5Gemma 2's end-of-image token, whose input embedding is the separate,
             unscaled vector `embed_tokens.eoi_embedding` instead of its row of the embedding matrix; None for
             checkpoints without one.
@@ -149,6 +163,14 @@ class GemmaEncoderConfig(PreTrainedConfig):
             tokens on each side; `"global"`: sliding layers attend to the whole sequence; `"native"`: the window a
             bidirectional encoder checkpoint was trained with (`native_bidirectional_window`; the default of encoders
             converted from T5Gemma / T5Gemma 2).
+        recurrence_combine (`str`): how a bidirectional recurrent block joins its two directions (the recurrence over
+            the text and over the reversed text, each with its own causal convolution, so the block's convolution
+            spans `conv1d_width - 1` tokens on each side): `"mean"` (default: keeps the scale the decoder's block was
+            trained with), `"sum"`, or `"gate"` (a learned per-channel mix sigmoid(g) * forward + (1 - sigmoid(g)) *
+            backward, starting at the mean). Causal attention runs the forward direction only.
+        recurrence_reverse_weights (`str`): `"tied"` (default): the reverse direction reuses the forward direction's
+            convolution and RG-LRU weights (as Caduceus' BiMamba ties its two directions); `"separate"`: it has its
+            own, initialised from the forward ones at conversion.
         pooling (`str`): how token states become one vector: `"mean"` over real tokens (default), `"first"` (mean of
             the first `pooling_k` real tokens), `"last"` (mean of the last `pooling_k` real tokens), or `"attention"`
             (learned attention pooling, see `attention_pooling_probe`).
@@ -250,10 +272,18 @@ class GemmaEncoderConfig(PreTrainedConfig):
     num_experts: int = 0
     top_k_experts: int | None = None
     moe_intermediate_size: int | None = None
+    embedding_scale: float | None = None
+    mlp_bias: bool = False
+    attention_output_bias: bool = False
+    rope_rotary_dim: int | None = None
+    lru_width: int | None = None
+    conv1d_width: int = 4
 
     # Encoder knobs
     attention: str = "bidirectional"
     bidirectional_window: str = "split"
+    recurrence_combine: str = "mean"
+    recurrence_reverse_weights: str = "tied"
     pooling: str = "mean"
     pooling_k: int = 1
     attention_pooling_probe: str = "query"
@@ -322,6 +352,18 @@ class GemmaEncoderConfig(PreTrainedConfig):
                 )
             _check_range("top_k_experts", self.top_k_experts, 1, self.num_experts)
             _check_range("moe_intermediate_size", self.moe_intermediate_size, 1)
+        _check_choice("recurrence_combine", self.recurrence_combine, RECURRENCE_COMBINES)
+        _check_choice("recurrence_reverse_weights", self.recurrence_reverse_weights, RECURRENCE_REVERSE_WEIGHTS)
+        if "linear_attention" in self.layer_types:
+            _check_range("lru_width", self.lru_width, 1)
+            if self.lru_width % self.num_attention_heads:
+                raise ValueError(
+                    f"GemmaEncoderConfig.lru_width={self.lru_width} must be a multiple of num_attention_heads="
+                    f"{self.num_attention_heads}: the RG-LRU gates are block-diagonal, one block per head."
+                )
+            _check_range("conv1d_width", self.conv1d_width, 1)
+        _check_range("rope_rotary_dim", self.rope_rotary_dim, 2, self.head_dim, allow_none=True)
+        _check_range("embedding_scale", self.embedding_scale, 0.0, allow_none=True)
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
         _check_range("attention_pooling_num_heads", self.attention_pooling_num_heads, 1)

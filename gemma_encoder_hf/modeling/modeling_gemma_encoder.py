@@ -17,6 +17,7 @@ import copy
 import functools
 import inspect
 import json
+import math
 import os
 import re
 import warnings
@@ -156,9 +157,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate x of shape (batch, heads, seq, head_dim) by tables of shape (batch, seq, head_dim).
 
     Gemma pairs dimension i with i + head_dim/2 (the "rotate half" layout), and the tables repeat their first half.
+    Tables narrower than the head (`rope_rotary_dim`) rotate the leading dimensions only.
     One full-size product and a fused multiply-add per half, instead of materialising the rotated copy of x
     (negate, concatenate) and adding two full-size products: the op is memory-bound, so passes are what it costs.
     """
+    if cos.shape[-1] < x.shape[-1]:
+        # `rope_rotary_dim` (RecurrentGemma): the leading dimensions rotate as a head of their own; the rest pass.
+        rotary_dim = cos.shape[-1]
+        return torch.cat([apply_rotary(x[..., :rotary_dim], cos, sin), x[..., rotary_dim:]], dim=-1)
     half = x.shape[-1] // 2
     sin = sin[..., :half].unsqueeze(1)
     out = x * cos.unsqueeze(1)
@@ -234,7 +240,9 @@ class GemmaEncoderAttention(nn.Module):
             # Gemma 4's `attention_k_eq_v`: full-attention layers read their values off the key projection.
             if not (config.attention_k_eq_v and self.layer_type == "full_attention"):
                 self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.o_proj = nn.Linear(
+            self.num_heads * self.head_dim, config.hidden_size, bias=bias or config.attention_output_bias
+        )
         if config.use_qk_norm:
             self.q_norm = GemmaEncoderRMSNorm(self.head_dim, **norm_kwargs)
             if not self.reuses_key_values:
@@ -315,9 +323,9 @@ class GemmaEncoderMLP(nn.Module):
     def __init__(self, config: GemmaEncoderConfig, intermediate_size: int | None = None):
         super().__init__()
         intermediate_size = config.intermediate_size if intermediate_size is None else intermediate_size
-        self.gate_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = nn.Linear(config.hidden_size, intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -385,11 +393,204 @@ class GemmaEncoderExperts(nn.Module):
         return out
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Recurrent blocks (RecurrentGemma / Griffin), run in both directions
+# ----------------------------------------------------------------------------------------------------------------------
+
+# The RG-LRU's input multiplier sqrt(1 - a^2) has an unbounded derivative as a -> 1; Griffin clips it at this value.
+MAX_SQRT_GRADIENT = 1000.0
+
+
+class _SqrtWithBoundedGradient(torch.autograd.Function):
+    """sqrt(x) whose gradient is at most `MAX_SQRT_GRADIENT` (the RG-LRU multiplier; Griffin's training recipe)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.sqrt()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad / (4.0 * x).clamp(min=MAX_SQRT_GRADIENT**-2).sqrt()
+
+
+def linear_scan(decay: torch.Tensor, inputs: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
+    """h[t] = decay[t] * h[t - 1] + inputs[t] along dim 1, with h[-1] = 0, in fp32; (batch, seq, channels).
+
+    A parallel (Hillis-Steele) scan over the affine maps h -> decay * h + input: round k composes each position's map
+    with the one 2^k positions before it, so ceil(log2(seq)) rounds of elementwise work (O(seq * channels * log seq)
+    operations, and as many saved activations when training) replace the seq sequential steps of a Python loop. Only
+    products of decays (each in [0, 1]) are formed, never their inverses, so nothing overflows; a decay of 0 (a text
+    start) cuts the chain exactly.
+
+    A traced graph (torch.compile / export) must not depend on the length, so it runs the rounds `max_length` needs,
+    and checks at run time that the input is no longer.
+    """
+    decay, inputs = decay.float(), inputs.float()
+    length = inputs.shape[1]
+    if torch.compiler.is_compiling() or _records_grad(decay, inputs):
+        # Out of place, for autograd; a traced graph runs the rounds `max_length` needs, whatever the input length.
+        if torch.compiler.is_compiling():
+            rounds = max(1, math.ceil(math.log2(max_length or length)))
+            torch._check(length <= 2**rounds)
+        else:
+            rounds = math.ceil(math.log2(length)) if length > 1 else 0
+        for shift in (2**k for k in range(rounds)):
+            # The map `shift` positions back; before the start, the identity (decay 1, input 0). Padding keeps every
+            # shape independent of the length.
+            previous_inputs = F.pad(inputs, (0, 0, shift, 0))[:, :length]
+            previous_decay = F.pad(decay, (0, 0, shift, 0), value=1.0)[:, :length]
+            inputs = inputs + decay * previous_inputs
+            decay = decay * previous_decay
+        return inputs
+    decay, inputs = decay.clone(), inputs.clone()  # updated in place below (they may be the caller's tensors)
+    shift = 1
+    while shift < length:
+        # Positions before `shift` already hold their final state; the others compose with the map `shift` back.
+        # (Out-of-place products: source and target slices overlap.)
+        inputs[:, shift:] += decay[:, shift:] * inputs[:, :-shift]
+        if 2 * shift < length:
+            decay[:, shift:] = decay[:, shift:] * decay[:, :-shift]
+        shift *= 2
+    return inputs
+
+
+class GemmaEncoderRGLRU(nn.Module):
+    """Griffin's real-gated linear recurrent unit. Per channel: h[t] = a[t] * h[t-1] + sqrt(1 - a[t]^2) * (i[t] * x[t]),
+    with input gate i and decay a = exp(-8 * r[t] * softplus(recurrent_param)) from block-diagonal gates (one block per
+    head). At a text start the state is reset: a = 0 and the input is not rescaled. Names follow RecurrentGemma."""
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__()
+        heads, width = config.num_attention_heads, config.lru_width // config.num_attention_heads
+        self.max_length = config.max_position_embeddings  # the longest input a traced graph scans
+        self.recurrent_param = nn.Parameter(torch.empty(config.lru_width))
+        self.input_gate_weight = nn.Parameter(torch.empty(heads, width, width))
+        self.input_gate_bias = nn.Parameter(torch.empty(heads, width))
+        self.recurrent_gate_weight = nn.Parameter(torch.empty(heads, width, width))
+        self.recurrent_gate_bias = nn.Parameter(torch.empty(heads, width))
+
+    def _gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        blocks = x.unflatten(-1, weight.shape[:2])  # (..., heads, width)
+        return torch.sigmoid(torch.einsum("...hi,hij->...hj", blocks, weight) + bias).flatten(-2)
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """x: (batch, seq, lru_width); starts: (batch, seq) bool, True where a text starts."""
+        input_gate = self._gate(x, self.input_gate_weight, self.input_gate_bias)
+        recurrent_gate = self._gate(x, self.recurrent_gate_weight, self.recurrent_gate_bias)
+        log_decay = -8.0 * recurrent_gate * F.softplus(self.recurrent_param)
+        starts = starts.unsqueeze(-1)
+        multiplier = _SqrtWithBoundedGradient.apply(1 - torch.exp(2 * log_decay)).masked_fill(starts, 1.0)
+        decay = torch.exp(log_decay).masked_fill(starts, 0.0)
+        scanned = linear_scan(decay, x * input_gate * multiplier.to(x.dtype), self.max_length)
+        return scanned.to(x.dtype)
+
+
+def segment_offsets(starts: torch.Tensor) -> torch.Tensor:
+    """For (batch, seq) text-start flags, each position's offset from the start of its text."""
+    index = torch.arange(starts.shape[1], device=starts.device).expand_as(starts)
+    return index - torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
+
+
+def reversed_starts(starts: torch.Tensor) -> torch.Tensor:
+    """Text-start flags of the row-reversed sequence: the last token of every text (the one before a start, and the
+    row's last token) starts its reversed text."""
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    return ends.flip(1)
+
+
+def recurrence_starts(attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Text-start flags of a padded batch: the first real token of each text (position 0, or the first real token
+    of its row) and every padding token, which thereby forms a text of its own that no real token's recurrence or
+    convolution reaches, in either direction."""
+    real = attention_mask.bool()
+    after_padding = torch.ones_like(real)
+    after_padding[:, 1:] = ~real[:, :-1]
+    return ~real | after_padding | (position_ids == 0)
+
+
+class GemmaEncoderRecurrentBlock(nn.Module):
+    """Griffin's recurrent block, bidirectional: out = linear_out(combine(forward, backward) * gelu(linear_y(x))), where
+    forward = RG-LRU(causal conv1d(linear_x(x))) runs over each text and backward runs the same over the reversed text
+    (reversed back). Attention "causal" keeps the forward direction only, which is RecurrentGemma's block.
+
+    Texts never mix: the convolution is masked at text starts and the recurrence resets there, in both directions, so
+    padded, packed and flattened batches give each text the states it gets alone.
+    """
+
+    def __init__(self, config: GemmaEncoderConfig):
+        super().__init__()
+        self.config = config
+        width = config.lru_width
+        self.linear_y = nn.Linear(config.hidden_size, width)
+        self.linear_x = nn.Linear(config.hidden_size, width)
+        self.linear_out = nn.Linear(width, config.hidden_size)
+        # Stored as RecurrentGemma's depthwise nn.Conv1d; applied as masked shifts (see `_convolve`).
+        self.conv_1d = nn.Conv1d(width, width, kernel_size=config.conv1d_width, groups=width)
+        self.rg_lru = GemmaEncoderRGLRU(config)
+        if config.recurrence_reverse_weights == "separate":
+            self.conv_1d_reverse = nn.Conv1d(width, width, kernel_size=config.conv1d_width, groups=width)
+            self.rg_lru_reverse = GemmaEncoderRGLRU(config)
+        if config.recurrence_combine == "gate":
+            self.direction_gate = nn.Parameter(torch.zeros(width))
+        self.act_fn = ACT2FN[config.hidden_activation]
+
+    def forward(self, hidden_states: torch.Tensor, segments: "torch.Tensor | PackedLayout") -> torch.Tensor:
+        """`segments`: the (batch, seq) text-start flags of a padded batch (`recurrence_starts`), or the layout of a
+        packed one."""
+        if isinstance(segments, PackedLayout):
+            starts = torch.zeros(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+            starts[0, segments.cu_seqlens[:-1].long()] = True
+        else:
+            starts = segments
+        x = self.linear_x(hidden_states)
+        forward = self._direction(x, starts, self.conv_1d, self.rg_lru)
+        if self.config.attention == "causal":
+            mixed = forward
+        else:
+            conv, lru = (
+                (self.conv_1d_reverse, self.rg_lru_reverse) if hasattr(self, "rg_lru_reverse")
+                else (self.conv_1d, self.rg_lru)
+            )  # fmt: skip
+            backward = self._direction(x.flip(1), reversed_starts(starts), conv, lru).flip(1)
+            if self.config.recurrence_combine == "sum":
+                mixed = forward + backward
+            elif self.config.recurrence_combine == "gate":
+                gate = torch.sigmoid(self.direction_gate).to(forward.dtype)
+                mixed = gate * forward + (1 - gate) * backward
+            else:
+                mixed = (forward + backward) / 2
+        return self.linear_out(mixed * self.act_fn(self.linear_y(hidden_states)))
+
+    def _direction(self, x: torch.Tensor, starts: torch.Tensor, conv: nn.Conv1d, lru: GemmaEncoderRGLRU) -> torch.Tensor:
+        return lru(self._convolve(x, starts, conv), starts)
+
+    @staticmethod
+    def _convolve(x: torch.Tensor, starts: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+        """The causal depthwise convolution out[t] = bias + sum_k w[k] * x[t - k], where x[t - k] counts only within
+        the text of t (RecurrentGemma pads each sequence with zeros on the left: the same at a row's first text)."""
+        offsets = segment_offsets(starts).unsqueeze(-1)
+        weight = conv.weight[:, 0, :].to(x.dtype)  # (channels, width); the last tap multiplies x[t]
+        width, length = weight.shape[-1], x.shape[1]
+        out = torch.addcmul(conv.bias.to(x.dtype), x, weight[:, -1])
+        for shift in range(1, width):
+            # x[t - shift] where it lies in the text of t, else 0.
+            same_text = (offsets >= shift).to(x.dtype)
+            if torch.compiler.is_compiling():  # shapes independent of the length
+                out = out + F.pad(x, (0, 0, shift, 0))[:, :length] * same_text * weight[:, -1 - shift]
+            else:
+                out[:, shift:] += x[:, :-shift] * weight[:, -1 - shift] * same_text[:, shift:]
+        return out
+
+
 class GemmaEncoderLayer(GradientCheckpointingLayer):
     """One Gemma block. Module names follow the decoders so checkpoints load without renaming.
 
     Gemma 2/3 ("sandwich" norms): norm -> attn -> norm -> +res ; norm -> mlp -> norm -> +res.
     Gemma 1: norm -> attn -> +res ; norm -> mlp -> +res, where the second norm is named `post_attention_layernorm`.
+    RecurrentGemma: Gemma 1's layout, with a recurrent block in place of attention on its `"linear_attention"` layers.
     Gemma 4 adds, after the feed-forward block, its per-layer input (PLE): gate(x) * per_layer_input -> projection ->
     norm -> +res; and scales the layer output by the stored `layer_scalar`. Gemma 4's mixture-of-experts models run
     experts beside the dense MLP, on the same residual: norm_1(mlp(norm(x))) + norm_2(experts(norm'(x))) is the block
@@ -400,7 +601,10 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         super().__init__()
         self.sandwich = config.use_sandwich_norms
         self.layer_type = config.layer_types[layer_idx]
-        self.self_attn = GemmaEncoderAttention(config, layer_idx)
+        if self.layer_type == "linear_attention":
+            self.recurrent_block = GemmaEncoderRecurrentBlock(config)
+        else:
+            self.self_attn = GemmaEncoderAttention(config, layer_idx)
         double_wide = config.use_double_wide_mlp and config.reuses_key_values(layer_idx)
         self.mlp = GemmaEncoderMLP(config, config.intermediate_size * (2 if double_wide else 1))
         norm_kwargs = dict(eps=config.rms_norm_eps, unit_offset=config.rms_norm_unit_offset)
@@ -438,9 +642,13 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         # inputs go back to the weights' dtype here, and the fp16 block outputs are added to the fp32 stream. In every
         # other case the cast is a no-op.
         block_dtype = self.input_layernorm.weight.dtype
-        attn_out, attn_weights = self.self_attn(
-            self.input_layernorm(hidden_states).to(block_dtype), rotary, mask, output_attentions, shared_key_values
-        )
+        normed = self.input_layernorm(hidden_states).to(block_dtype)
+        if self.layer_type == "linear_attention":
+            # For recurrent layers `mask` holds the text boundaries instead: `recurrence_starts` of a padded batch or
+            # the packed layout (GemmaEncoderModel.forward).
+            attn_out, attn_weights = self.recurrent_block(normed, mask), None
+        else:
+            attn_out, attn_weights = self.self_attn(normed, rotary, mask, output_attentions, shared_key_values)
         if self.sandwich:
             hidden_states = self._add_to_residual(hidden_states, attn_out, self.post_attention_layernorm)
             pre_ffn_norm = self.pre_feedforward_layernorm
@@ -543,7 +751,7 @@ def build_attention_masks(
     has_padding = torch.compiler.is_compiling() or not bool(attention_mask.all())
     structure = {
         layer_type: window_mask(seq, attention_window(config, layer_type), device)
-        for layer_type in set(config.layer_types)
+        for layer_type in set(config.layer_types) - {"linear_attention"}  # recurrent layers take text starts instead
     }
     keys = attention_mask.bool()[:, None, None, :]
     eye = torch.eye(seq, dtype=torch.bool, device=device)
@@ -1010,6 +1218,18 @@ class GemmaEncoderPreTrainedModel(PreTrainedModel):
         elif isinstance(module, GemmaEncoderExperts):
             module.gate_up_proj.normal_(0.0, std)
             module.down_proj.normal_(0.0, std)
+        elif isinstance(module, GemmaEncoderRGLRU):
+            # Griffin's initialisation: the decay at a fully open recurrent gate, exp(-8 * softplus(p)), spread
+            # uniformly over [0.9, 0.999].
+            width = module.input_gate_weight.shape[-1]
+            for weight in (module.input_gate_weight, module.recurrent_gate_weight):
+                weight.normal_(0.0, width**-0.5)
+            module.input_gate_bias.zero_()
+            module.recurrent_gate_bias.zero_()
+            decay = torch.empty_like(module.recurrent_param).uniform_(0.9, 0.999)
+            module.recurrent_param.copy_(torch.log(torch.expm1(-torch.log(decay) / 8.0)))
+        elif isinstance(module, GemmaEncoderRecurrentBlock) and hasattr(module, "direction_gate"):
+            module.direction_gate.zero_()
         elif isinstance(module, GemmaEncoderScaledEmbedding) and module.eoi_token_index is not None:
             module.eoi_embedding.zero_()
         elif isinstance(module, GemmaEncoderQueryProbePooler):
@@ -1134,7 +1354,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
     def __init__(self, config: GemmaEncoderConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embed_tokens = GemmaEncoderScaledEmbedding(
-            config.vocab_size, config.hidden_size, config.pad_token_id, config.eoi_token_index
+            config.vocab_size, config.hidden_size, config.pad_token_id, config.eoi_token_index, config.embedding_scale
         )
         self.layers = nn.ModuleList(GemmaEncoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = GemmaEncoderRMSNorm(
@@ -1188,7 +1408,8 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
         Padding positions of `last_hidden_state` and `hidden_states` are zeros, whichever path (packed or padded) ran.
-        `output_attentions=True` returns each layer's attention probabilities `(batch, heads, seq, seq)`; only the
+        `output_attentions=True` returns each attention layer's attention probabilities `(batch, heads, seq, seq)`
+        (recurrent layers, which have none, are left out, as in transformers' RecurrentGemma); only the
         eager computation materialises them, so that call runs eager and padded whatever `attn_implementation` is.
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -1210,6 +1431,8 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         inputs_embeds, per_layer_inputs, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
         if layout is None:
             masks = build_attention_masks(attention_mask, self.config)
+            if "linear_attention" in self.config.layer_types:
+                masks["linear_attention"] = recurrence_starts(attention_mask, position_ids)
             padding = ~attention_mask.bool()[..., None]
         else:
             masks = dict.fromkeys(self.config.layer_types, layout)
@@ -1317,7 +1540,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
-                self.config.head_dim_for(layer_type),
+                self.config.rope_rotary_dim or self.config.head_dim_for(layer_type),
                 base,
                 self.config.rope_scaling_factor if layer_type == "full_attention" else 1.0,
                 inputs_embeds.dtype,
@@ -1326,6 +1549,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             for layer_type, base in self.config.rope_base_for.items()
             if layer_type in masks
         }
+        rotary["linear_attention"] = None
         shared_key_values = {} if self.config.num_kv_shared_layers else None
         hidden_states = inputs_embeds
         if hidden_states.dtype == torch.float16:
@@ -1350,7 +1574,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             if output_hidden_states:
                 hidden_states = zero_padding(hidden_states)
                 all_hidden_states += (hidden_states,)
-            if output_attentions:
+            if output_attentions and layer.layer_type != "linear_attention":  # recurrent layers have no attention
                 all_attentions += (weights,)
         hidden_states = zero_padding(self.norm(hidden_states).to(inputs_embeds.dtype))
         if output_hidden_states:
