@@ -8,11 +8,20 @@ import pytest
 import torch
 from conftest import DECODER_CLASSES, GENERATIONS, SOURCES, random_batch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from gemma_encoder_hf import (
+    GemmaEncoderForMaskedLM,
+    GemmaEncoderForQuestionAnswering,
     GemmaEncoderForRanking,
     GemmaEncoderForSequenceClassification,
+    GemmaEncoderForTokenClassification,
     GemmaEncoderModel,
 )
 from gemma_encoder_hf.integrations.conversion import SUPPORTED_SOURCES
@@ -36,7 +45,11 @@ def test_backbone_weights_are_the_decoders(tiny_decoder_dirs, generation):
         (GemmaEncoderModel, AutoModel, {"pooling": "attention", "attention_pooling_probe": "kv"}),
         (GemmaEncoderForSequenceClassification, AutoModelForSequenceClassification, {"num_labels": 3}),
         (GemmaEncoderForRanking, AutoModelForSequenceClassification, {"pooling": "last"}),
+        (GemmaEncoderForTokenClassification, AutoModelForTokenClassification, {"num_labels": 5}),
+        (GemmaEncoderForQuestionAnswering, AutoModelForQuestionAnswering, {}),
+        (GemmaEncoderForMaskedLM, AutoModelForMaskedLM, {}),
     ],
+    ids=["base", "classifier", "ranker", "tagger", "qa", "masked-lm"],
 )
 def test_save_and_reload_gives_identical_outputs(tiny_decoder_dirs, tmp_path, generation, cls, auto_cls, overrides):
     model = cls.from_decoder(tiny_decoder_dirs[generation], **overrides).eval()
@@ -49,7 +62,7 @@ def test_save_and_reload_gives_identical_outputs(tiny_decoder_dirs, tmp_path, ge
         reloaded = loader.from_pretrained(tmp_path).eval()
         with torch.inference_mode():
             actual = reloaded(input_ids=input_ids, attention_mask=attention_mask)
-        for field in ("last_hidden_state", "pooler_output", "logits"):
+        for field in ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits"):
             if field in expected:
                 assert torch.equal(actual[field], expected[field]), (loader.__name__, field)
 

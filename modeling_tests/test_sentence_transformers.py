@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_encoder_config
+from conftest import SOURCES, tiny_encoder_config
 from sentence_transformers import CrossEncoder, SentenceTransformer
 from transformers import AutoTokenizer
 
@@ -165,3 +165,31 @@ def test_pair_scores_agree_across_pipeline_cross_encoder_and_score_pairs(pooling
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     # The pairs score differently, so an agreement on one constant would not pass.
     assert expected.std() > 1e-3
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_every_backbone_through_sentence_transformers_and_pipelines(kind, tiny_decoder_dirs, tmp_path):
+    """A base encoder converted from each kind of source is a SentenceTransformer giving its pooled vector per text,
+    and a classifier converted from it runs in the text-classification pipeline with the model's own probabilities
+    (a character tokenizer inside the tiny vocabularies stands in for Gemma's)."""
+    from tiny_tokenizer import char_tokenizer
+    from transformers import pipeline
+
+    tokenizer = char_tokenizer()
+    torch.manual_seed(0)
+    base = GemmaEncoderModel.from_decoder(tiny_decoder_dirs[kind]).eval()
+    base.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    got = SentenceTransformer(str(tmp_path / "base"), device="cpu").encode(TEXTS, batch_size=3, convert_to_tensor=True)
+    with torch.inference_mode():
+        expected = torch.cat([base(**tokenizer(t, return_tensors="pt")).pooler_output for t in TEXTS])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+    classifier = GemmaEncoderForSequenceClassification.from_decoder(tiny_decoder_dirs[kind], num_labels=3).eval()
+    classify = pipeline("text-classification", model=classifier, tokenizer=tokenizer, device="cpu", top_k=None)
+    for text, scores in zip(TEXTS, classify(TEXTS, batch_size=3)):
+        with torch.inference_mode():
+            probabilities = classifier(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0]
+        by_label = {s["label"]: s["score"] for s in scores}
+        actual = torch.tensor([by_label[classifier.config.id2label[i]] for i in range(3)])
+        torch.testing.assert_close(actual, probabilities, atol=1e-5, rtol=1e-4)
