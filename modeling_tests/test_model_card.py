@@ -206,3 +206,20 @@ def test_usage_snippets_run_as_written_without_package(real_encoder_dir, tmp_pat
     # Random heads: any entities (possibly none) as the pipeline's list of dicts; an answer cut from the context.
     assert sections["GemmaEncoderForTokenClassification"].strip().startswith("[")
     assert sections["GemmaEncoderForQuestionAnswering"].strip() in "Angela Müller flew from Hamburg to São Paulo."
+
+
+def test_card_describes_windows_and_recurrences():
+    """The attention row names the sliding window and, for RecurrentGemma-derived encoders, how the recurrences run."""
+    from gemma_encoder_hf.integrations.model_card import conversion_settings
+
+    config = tiny_config(
+        decoder_model_type="recurrent_gemma", layer_types=["linear_attention", "sliding_attention"], lru_width=32,
+        recurrence_combine="gate",
+    )  # fmt: skip
+    rows = dict(conversion_settings(config, "GemmaEncoderModel"))
+    assert rows["Decoder generation"] == "RecurrentGemma"
+    assert rows["Attention"] == (
+        "bidirectional; sliding-window layers see ±2 tokens (`bidirectional_window=split`); recurrent layers run over "
+        "the text and over the reversed text (`recurrence_combine=gate`, `recurrence_reverse_weights=tied`)"
+    )
+

@@ -58,6 +58,8 @@ GENERATIONS = {
     "gemma4_text": "Gemma 4 (text)",
     "t5gemma": "T5Gemma (encoder)",
     "t5gemma2": "T5Gemma 2 (text encoder)",
+    "embedding_gemma2_text": "EmbeddingGemma 2 (text tower)",
+    "recurrent_gemma": "RecurrentGemma",
 }
 
 
@@ -227,14 +229,20 @@ def _pooling_text(config: GemmaEncoderConfig) -> str:
 def _attention_text(config: GemmaEncoderConfig) -> str:
     if config.attention == "causal":
         return "causal (the decoder's own mask)"
-    if "sliding_attention" not in config.layer_types:
-        return "bidirectional"
-    left, right = attention_window(config, "sliding_attention")
-    if left < 0:
-        window = "the whole sequence"
-    else:
-        window = f"±{left} tokens" if left == right else f"{left} tokens before, {right} after"
-    return f"bidirectional; sliding-window layers see {window} (`bidirectional_window={config.bidirectional_window}`)"
+    text = "bidirectional"
+    if "sliding_attention" in config.layer_types:
+        left, right = attention_window(config, "sliding_attention")
+        if left < 0:
+            window = "the whole sequence"
+        else:
+            window = f"±{left} tokens" if left == right else f"{left} tokens before, {right} after"
+        text += f"; sliding-window layers see {window} (`bidirectional_window={config.bidirectional_window}`)"
+    if "linear_attention" in config.layer_types:
+        text += (
+            f"; recurrent layers run over the text and over the reversed text (`recurrence_combine="
+            f"{config.recurrence_combine}`, `recurrence_reverse_weights={config.recurrence_reverse_weights}`)"
+        )
+    return text
 
 
 def _head_text(config: GemmaEncoderConfig, num_outputs: int) -> str:
