@@ -20,6 +20,8 @@ def test_defaults_are_the_documented_encoder_knobs():
         ("attention_pooling_probe", "both", "kv"),
         ("ranking_loss", "lambdarank", "listwise"),
         ("bidirectional_window", "half", "split"),
+        ("recurrence_combine", "max", "gate"),
+        ("recurrence_reverse_weights", "shared", "separate"),
     ],
 )
 def test_unknown_choice_names_field_and_allowed_values(field, value, allowed):
@@ -40,6 +42,10 @@ def test_unknown_choice_names_field_and_allowed_values(field, value, allowed):
         ({"num_hidden_layers": 1, "layer_types": ["sliding_attention"], "sliding_window": None}, "sliding_window"),
         ({"num_experts": 4}, "top_k_experts and moe_intermediate_size"),
         ({"num_experts": 4, "top_k_experts": 5, "moe_intermediate_size": 8}, r"top_k_experts=5 .*\[1, 4\]"),
+        ({"num_hidden_layers": 1, "layer_types": ["linear_attention"]}, "lru_width must be a number"),
+        ({"num_hidden_layers": 1, "layer_types": ["linear_attention"], "lru_width": 6}, "multiple of num_attention"),
+        ({"rope_rotary_dim": 7}, "must be even"),
+        ({"vocab_size_per_layer_input": 0}, "vocab_size_per_layer_input"),
     ],
 )
 def test_invalid_values_raise_value_error_naming_the_field(kwargs, message):

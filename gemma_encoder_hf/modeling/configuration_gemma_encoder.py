@@ -363,6 +363,11 @@ class GemmaEncoderConfig(PreTrainedConfig):
                 )
             _check_range("conv1d_width", self.conv1d_width, 1)
         _check_range("rope_rotary_dim", self.rope_rotary_dim, 2, self.head_dim, allow_none=True)
+        if self.rope_rotary_dim is not None and self.rope_rotary_dim % 2:
+            raise ValueError(
+                f"GemmaEncoderConfig.rope_rotary_dim={self.rope_rotary_dim} must be even: RoPE rotates pairs of "
+                "dimensions."
+            )
         _check_range("embedding_scale", self.embedding_scale, 0.0, allow_none=True)
         _check_range("pooling_k", self.pooling_k, 1)
         _check_range("attention_pooling_num_probes", self.attention_pooling_num_probes, 1)
