@@ -250,7 +250,12 @@ def save_result(path: Path, key: str, record: dict) -> None:
 
 def report(results: dict) -> str:
     commands = "\n".join(f"    {c}" for c in dict.fromkeys(r["command"] for r in results.values()))
-    lines = ["# MRPC pair diagnosis (`benchmarks/glue_recipe.py`)\n", f"Commands (CPU, `nice -n 10`):\n\n{commands}\n"]
+    lines = [
+        "# MRPC pair diagnosis (`benchmarks/glue_recipe.py`)\n",
+        f"Commands (2-core CPU, shared with other jobs: the minutes are wall time):\n\n{commands}\n",
+        "The validation split holds 408 pairs, 67.4% positive: always answering \"paraphrase\" scores accuracy 0.674, "
+        "F1 0.805.\n",
+    ]
     probes = [r for r in results.values() if r["part"] == "probe"]
     if probes:
         r0 = probes[0]
