@@ -123,7 +123,8 @@ def render(report: dict) -> str:
     lines = [
         "# Recurrent encoder against transformers' RecurrentGemmaModel (`benchmarks/bench_recurrent.py`)\n",
         f"`{report['command'].strip()}`\n",
-        f"{report['date']}; {report['device']}, torch {report['torch']}, {report['threads']} threads, {report['dtype']}; "
+        f"{report['date']}; {report['device']}, torch {report['torch']}, {report['threads']} threads, "
+        f"{report['dtype']}; "
         f"random RecurrentGemma, hidden {report['model']['hidden']}, {report['model']['layers']} layers "
         f"({report['model']['pattern']}).\n",
         "| batch x length | transformers tokens/s | ours causal tokens/s (x) | ours bidirectional tokens/s (x) | "

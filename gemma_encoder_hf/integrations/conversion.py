@@ -48,7 +48,7 @@ SUPPORTED_SOURCES = {
     "t5gemma2": "T5Gemma 2 encoder-decoder (its bidirectional text encoder; decoder and vision weights dropped)",
     "embedding_gemma2_text": "EmbeddingGemma 2 text tower (bidirectional; its embedding projection kept by `convert`)",
     "embedding_gemma2": "EmbeddingGemma 2 multimodal checkpoint (its text tower; vision and audio weights dropped)",
-    "recurrent_gemma": "RecurrentGemma decoder (Griffin: recurrent blocks, run in both directions, and local attention)",
+    "recurrent_gemma": "RecurrentGemma decoder (Griffin: recurrent blocks, run both ways, and local attention)",
 }
 SUPPORTED_DECODER_TYPES = tuple(SUPPORTED_SOURCES)
 
@@ -83,18 +83,19 @@ _KEY_MAPPINGS = {
         r"\bple\.": "",
         r"\.ple_block\.": ".",
     },
+    # RecurrentGemma names both kinds of temporal block `temporal_block`, its norms after their place in Griffin's
+    # residual block, and its MLP `mlp_block`; the encoder uses Gemma 1's names (`post_attention_layernorm` is the
+    # pre-MLP norm).
+    "recurrent_gemma": {
+        r"\.temporal_block\.(?=linear_x\.|linear_y\.|linear_out\.|conv_1d\.|rg_lru\.)": ".recurrent_block.",
+        r"\.temporal_block\.": ".self_attn.",
+        r"\.temporal_pre_norm\.": ".input_layernorm.",
+        r"\.channel_pre_norm\.": ".post_attention_layernorm.",
+        r"\.mlp_block\.": ".mlp.",
+        r"\.final_norm\.": ".norm.",
+    },
 }
-_KEY_MAPPINGS["embedding_gemma2_text"] = _KEY_MAPPINGS["embedding_gemma2"]
-# RecurrentGemma names both kinds of temporal block `temporal_block`, its norms after their place in Griffin's residual
-# block, and its MLP `mlp_block`; the encoder uses Gemma 1's names (`post_attention_layernorm` is the pre-MLP norm).
-_KEY_MAPPINGS["recurrent_gemma"] = {
-    r"\.temporal_block\.(?=linear_x\.|linear_y\.|linear_out\.|conv_1d\.|rg_lru\.)": ".recurrent_block.",
-    r"\.temporal_block\.": ".self_attn.",
-    r"\.temporal_pre_norm\.": ".input_layernorm.",
-    r"\.channel_pre_norm\.": ".post_attention_layernorm.",
-    r"\.mlp_block\.": ".mlp.",
-    r"\.final_norm\.": ".norm.",
-}
+_KEY_MAPPINGS["embedding_gemma2_text"] = _KEY_MAPPINGS["embedding_gemma2"]  # the same tower, without the prefix
 
 # Parameters a converted model creates fresh instead of reading from the decoder.
 _NEW_PARAMETER_PREFIXES = ("score.", "pooler.", "model.pooler.", "lm_head.", "classifier.", "qa_outputs.")
@@ -172,8 +173,8 @@ def _unsupported(model_type: str) -> ValueError:
 
 
 def _text_stack_config(source_config: PreTrainedConfig) -> tuple[PreTrainedConfig, str]:
-    """(config of the stack the encoder takes, its layer family: "gemma", "gemma2", "gemma3", "gemma4" or
-    "embedding_gemma2")."""
+    """(config of the stack the encoder takes, its layer family: "gemma", "gemma2", "gemma3", "gemma4",
+    "embedding_gemma2" or "recurrent_gemma")."""
     model_type = source_config.model_type
     if model_type not in SUPPORTED_SOURCES:
         raise _unsupported(model_type)
@@ -327,8 +328,8 @@ def _embedding_gemma2_fields(c: PreTrainedConfig) -> dict:
 
 
 def _recurrent_gemma_fields(c: PreTrainedConfig) -> dict:
-    """RecurrentGemma (Griffin): Gemma 1's pre-norm layout with recurrent blocks on its "linear_attention" layers and local
-    attention on the others; biased MLPs (of half the stated `intermediate_size`: transformers' own MLP halves it) and
+    """RecurrentGemma (Griffin): Gemma 1's pre-norm layout with recurrent blocks on its "linear_attention" layers and
+    local attention on the others; biased MLPs (of half the stated `intermediate_size`: transformers' own MLP halves it) and
     attention output projection; RoPE on the leading `partial_rotary_factor` of each head; the embedding scale
     rounded to bfloat16, as RecurrentGemma stores it."""
     rotary_dim = int(c.head_dim * c.rope_parameters.get("partial_rotary_factor", 1.0))
@@ -484,7 +485,7 @@ def load_decoder_config(source: str | os.PathLike, **hub_kwargs) -> PreTrainedCo
 
 
 # Backbone parameters a decoder has no counterpart for: the reverse direction of recurrent blocks with
-# `recurrence_reverse_weights="separate"` (started from the forward weights) and the gate of `recurrence_combine="gate"`.
+# `recurrence_reverse_weights="separate"` (started from the forward weights), the gate of `recurrence_combine="gate"`.
 _NEW_BACKBONE_PARAMETERS = re.compile(r"\.recurrent_block\.(conv_1d_reverse|rg_lru_reverse|direction_gate)\b")
 
 
@@ -654,7 +655,8 @@ def read_embedding_projection(location: str, **hub_kwargs) -> torch.Tensor:
             if key in tensors.keys():
                 return tensors.get_tensor(key)
     raise ValueError(
-        f"{location} is an EmbeddingGemma 2 checkpoint without its embedding projection ({_EMBEDDING_PROJECTION_KEYS[0]})."
+        f"{location} is an EmbeddingGemma 2 checkpoint without its embedding projection "
+        f"({_EMBEDDING_PROJECTION_KEYS[0]})."
     )
 
 

@@ -564,7 +564,9 @@ class GemmaEncoderRecurrentBlock(nn.Module):
                 mixed = (forward + backward) / 2
         return self.linear_out(mixed * self.act_fn(self.linear_y(hidden_states)))
 
-    def _direction(self, x: torch.Tensor, starts: torch.Tensor, conv: nn.Conv1d, lru: GemmaEncoderRGLRU) -> torch.Tensor:
+    def _direction(
+        self, x: torch.Tensor, starts: torch.Tensor, conv: nn.Conv1d, lru: GemmaEncoderRGLRU
+    ) -> torch.Tensor:
         return lru(self._convolve(x, starts, conv), starts)
 
     @staticmethod
