@@ -106,7 +106,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
         tie_word_embeddings (`bool`): the masked-LM head reuses the input embedding, as Gemma's LM head does.
         decoder_model_type (`str`, *optional*): model_type of the checkpoint this encoder was converted from
             (`"gemma"`, `"gemma2"`, `"gemma3_text"`, `"gemma4_text"`, `"t5gemma"`, `"t5gemma2"`,
-            `"embedding_gemma2_text"`); informational, used by model cards.
+            `"embedding_gemma2_text"`, `"recurrent_gemma"`); informational, used by model cards.
         native_bidirectional_window (`list[int]`, *optional*): `[left, right]`: how many tokens before and after
             itself a query on a sliding layer sees when the checkpoint is an encoder trained bidirectionally with its
             own window (T5Gemma: `[sliding_window, sliding_window]`; T5Gemma 2: `[(sliding_window + 1) // 2 - 1,
