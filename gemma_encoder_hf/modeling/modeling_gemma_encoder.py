@@ -537,14 +537,9 @@ class GemmaEncoderRecurrentBlock(nn.Module):
             self.direction_gate = nn.Parameter(torch.zeros(width))
         self.act_fn = ACT2FN[config.hidden_activation]
 
-    def forward(self, hidden_states: torch.Tensor, segments: "torch.Tensor | PackedLayout") -> torch.Tensor:
-        """`segments`: the (batch, seq) text-start flags of a padded batch (`recurrence_starts`), or the layout of a
-        packed one."""
-        if isinstance(segments, PackedLayout):
-            starts = torch.zeros(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
-            starts[0, segments.cu_seqlens[:-1].long()] = True
-        else:
-            starts = segments
+    def forward(self, hidden_states: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """`starts`: (batch, seq) flags, True where a text starts (`recurrence_starts`, or `PackedLayout.text_starts`
+        of a packed batch), computed once per forward for every recurrent layer."""
         x = self.linear_x(hidden_states)
         forward = self._direction(x, starts, self.conv_1d, self.rg_lru)
         if self.config.attention == "causal":
@@ -811,6 +806,12 @@ class PackedLayout:
     def is_flattened(self) -> bool:
         """Whether some input row holds several texts (so outputs must be split per text, not per row)."""
         return self.num_texts > self.batch
+
+    def text_starts(self) -> torch.Tensor:
+        """(1, total) flags of the packed row, True where a text starts (what recurrent layers reset at)."""
+        starts = torch.zeros(1, int(self.cu_seqlens[-1]), dtype=torch.bool, device=self.cu_seqlens.device)
+        starts[0, self.cu_seqlens[:-1].long()] = True
+        return starts
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, seq, ...) -> (1, total, ...): the real tokens only."""
@@ -1438,6 +1439,8 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             padding = ~attention_mask.bool()[..., None]
         else:
             masks = dict.fromkeys(self.config.layer_types, layout)
+            if "linear_attention" in self.config.layer_types:
+                masks["linear_attention"] = layout.text_starts()
             padding = None
         hidden_states, all_hidden_states, all_attentions = self._run_layers(
             inputs_embeds, per_layer_inputs, position_ids, masks, padding, output_hidden_states, output_attentions
