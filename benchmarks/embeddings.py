@@ -8,9 +8,9 @@ Steps, each recorded in the results JSON with its wall time:
    reader (and `--retrieve auto`) knows whether whole-corpus dense retrieval fits the budget.
 2. `untrained`: the converted encoder, mean pooling, no training: STS-B Spearman on our validation split (carved from
    the shared train file by `train_validation_split`, seed 0: the split `gemma-encoder evaluate --sts` scores).
-3. `contrastive`: `train_embeddings` on the NLI triplets (MultipleNegativesRankingLoss, in-batch + hard negatives,
-   Matryoshka 640/256/128) and, with `--sts-train`, STS-B's train part (CoSENT) too; then the same evaluation,
-   at every Matryoshka dimension.
+3. `contrastive`: `train_embeddings` on `--train-on`: the NLI triplets (`nli`: MultipleNegativesRankingLoss,
+   in-batch + hard negatives) and/or STS-B's train part (`stsb`: CoSENT on the scores), Matryoshka 640/256/128;
+   then the same evaluation, at every Matryoshka dimension.
 4. `--retrieve yes`: SciFact test queries, dense / hybrid over the whole corpus for both models (long on CPU).
 
     nice -n 10 python benchmarks/embeddings.py --steps 60 --batch-size 16 --max-length 64
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--learning-rate", dest="learning_rate", type=float, default=2e-5)
-    parser.add_argument("--sts-train", action="store_true", help="also train on STS-B's train part (CoSENT)")
+    parser.add_argument("--train-on", nargs="+", choices=("nli", "stsb"), default=["nli"],
+                        help="contrastive inputs: NLI triplets (MNRL), STS-B's train part (CoSENT)")
     parser.add_argument("--sample-docs", type=int, default=48, help="SciFact abstracts in the timing sample")
     parser.add_argument("--doc-length", type=int, default=256, help="tokens per abstract for retrieval")
     parser.add_argument("--retrieve", choices=("no", "yes"), default="no")
@@ -99,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     save()
 
     # 3. A short contrastive run.
-    inputs = [read_training_data(data / "nli" / "triplets.jsonl")]
-    if args.sts_train:
+    inputs = [read_training_data(data / "nli" / "triplets.jsonl")] if "nli" in args.train_on else []
+    if "stsb" in args.train_on:
         spec = get_task("stsb")
         train_part, _ = train_validation_split(load_glue(spec, data), spec, seed=0)  # never the validation rows
         inputs.append(TrainingData("stsb", SCORED, train_part.rename_columns(
