@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "estimated_corpus_minutes": round(total_tokens / (tokens / seconds) / 60, 1),
     }
     print(json.dumps(results["timing"]), flush=True)
-    del model
+    model = None  # free it before training
     save()
 
     # 2. Untrained, mean pooled.
