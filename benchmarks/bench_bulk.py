@@ -18,7 +18,8 @@ Parts:
                 depends on the streaming, not on the model.
     processes   `accelerate launch` with 2 ranks against 1 process, one thread per rank, `--model`, SST-2 sentences.
 
-    python benchmarks/bench_bulk.py --throughput-rows 4000 --repeats 3 --process-rows 1000 --out benchmarks/results/bulk_cpu
+    python benchmarks/bench_bulk.py --throughput-rows 4000 --repeats 3 --process-rows 1000 \
+        --out benchmarks/results/bulk_cpu
     python benchmarks/bench_bulk.py --model small --throughput-rows 2000 --out benchmarks/results/bulk_small
 """
 
