@@ -13,7 +13,8 @@ Steps, each recorded in the results JSON with its wall time:
    then the same evaluation, at every Matryoshka dimension.
 4. `--retrieve yes`: SciFact test queries, dense / hybrid over the whole corpus for both models (long on CPU).
 
-    nice -n 10 python benchmarks/embeddings.py --steps 60 --batch-size 16 --max-length 64
+    python benchmarks/embeddings.py --train-on stsb --steps 324 --batch-size 16 --max-length 64 --sample-docs 16 \
+        --out benchmarks/results/embeddings_cpu_stsb.json
 """
 
 from __future__ import annotations
