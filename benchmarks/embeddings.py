@@ -5,7 +5,7 @@ retrieval over the whole corpus), mean-pooled without training against a short c
 Steps, each recorded in the results JSON with its wall time:
 
 1. `timing`: encode a timed sample of SciFact abstracts and extrapolate to the whole 5,183-document corpus, so the
-   reader (and `--retrieve auto`) knows whether whole-corpus dense retrieval fits the budget.
+   reader knows whether whole-corpus dense retrieval (`--retrieve yes`) fits the budget.
 2. `untrained`: the converted encoder, mean pooling, no training: STS-B Spearman on our validation split (carved from
    the shared train file by `train_validation_split`, seed 0: the split `gemma-encoder evaluate --sts` scores).
 3. `contrastive`: `train_embeddings` on `--train-on`: the NLI triplets (`nli`: MultipleNegativesRankingLoss,
