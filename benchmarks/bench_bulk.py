@@ -130,7 +130,7 @@ def throughput(model: Path, texts: list[str], work: Path, batch_size: int, repea
     times: dict[str, list[float]] = {path: [] for path in paths}
     vectors = {}
     for r in range(repeats):  # interleaved, the order rotated every repetition
-        for which in paths[r % 3:] + paths[: r % 3]:
+        for which in paths[r % len(paths):] + paths[: r % len(paths)]:
             if which == "bulk":
                 times[which].append(time_bulk(model, source, out, batch_size))
             else:
@@ -306,7 +306,8 @@ def markdown(record: dict) -> str:
             f"Ratio bulk / sentence-transformers: **{t['ratio_bulk_over_sentence_transformers']}x**; against "
             f"sentence-transformers with the padded computation: **"
             f"{t['ratio_bulk_over_sentence_transformers_padded']}x**; "
-            f"bulk tokens/s {t['bulk_tokens_per_s']}; largest difference between the two paths' vectors "
+            f"bulk tokens/s {t['bulk_tokens_per_s']}; largest difference between bulk's vectors and either "
+            f"sentence-transformers path's "
             f"{t['max_abs_difference_of_vectors']:.2e}.",
             "",
         ]
