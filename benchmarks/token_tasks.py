@@ -34,11 +34,12 @@ import torch
 
 from gemma_encoder_hf import GemmaEncoderForQuestionAnswering, GemmaEncoderForTokenClassification
 from gemma_encoder_hf.harness.adaptation import adapt
-from gemma_encoder_hf.harness.data import DATA_ENV_VAR, column
+from gemma_encoder_hf.harness.data import DATA_ENV_VAR
 from gemma_encoder_hf.harness.finetune import SUBSET_SEED
 from gemma_encoder_hf.harness.token_tasks import (
     CONLL_FILES,
     SQUAD_FILE,
+    adaptation_texts,
     conll_label_kwargs,
     finetune_ner,
     finetune_qa,
@@ -79,19 +80,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_task(args: argparse.Namespace):
-    """(training pool shuffled by SUBSET_SEED, validation, texts of a training subset for MNTP)."""
+    """(training pool shuffled by SUBSET_SEED, validation)."""
     if args.task == "conll2003":
         pool = load_conll(args.data / CONLL_FILES["train"]).shuffle(seed=SUBSET_SEED)
         validation = load_conll(args.data / CONLL_FILES["validation"])
-        texts = lambda train: [" ".join(tokens) for tokens in column(train, "tokens")]  # noqa: E731
     else:
         pool, validation = split_by_article(load_squad(args.data / SQUAD_FILE))
         pool = pool.shuffle(seed=SUBSET_SEED)
-        # MNTP sees what the QA model reads: each question's paragraph once, and the questions.
-        texts = lambda train: sorted(set(column(train, "context"))) + column(train, "question")  # noqa: E731
     if args.eval_examples:
         validation = validation.shuffle(seed=SUBSET_SEED).select(range(args.eval_examples))
-    return pool, validation, texts
+    return pool, validation
 
 
 def main() -> None:
@@ -102,7 +100,7 @@ def main() -> None:
         rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"])))
         write(args.out, reports[0]["setup"], rows)
         return
-    pool, validation, adaptation_texts = load_task(args)
+    pool, validation = load_task(args)
     source = encoder_dir(args.model)
     model_class = GemmaEncoderForTokenClassification if args.task == "conll2003" else GemmaEncoderForQuestionAnswering
     labels = conll_label_kwargs() if args.task == "conll2003" else {}
@@ -130,8 +128,8 @@ def main() -> None:
                 if mode == "bidirectional+mntp":
                     started = time.perf_counter()
                     adapted = RUNS / f"{args.task}-mntp-{len(train)}-{seed}"
-                    model_source = adapt(source, adaptation_texts(train), adapted, steps=args.adapt_steps, seed=seed,
-                                         device=args.device)  # fmt: skip
+                    model_source = adapt(source, adaptation_texts(args.task, train), adapted, steps=args.adapt_steps,
+                                         seed=seed, device=args.device)  # fmt: skip
                     adapt_seconds = time.perf_counter() - started
                 model, tokenizer = load_task_model(
                     model_class, model_source, seed=seed,

@@ -12,6 +12,7 @@ from gemma_encoder_hf.harness.data import DATA_ENV_VAR
 from gemma_encoder_hf.harness.token_tasks import (
     CONLL_FILES,
     CONLL_LABELS,
+    RECIPES,
     SQUAD_FILE,
     entity_metrics,
     load_conll,
@@ -84,6 +85,7 @@ def test_finetune_then_evaluate_cli(task, tiny_real_vocab_dir, tmp_path, capsys)
                      "--device", "cpu"]) == 0  # fmt: skip
     record = json.loads((out / "results.json").read_text())
     assert record["task"] == task and record["training"]["train_examples"] >= 16
+    assert record["training"]["attention"] == RECIPES[task].attention  # no --attention: the task's recipe
     capsys.readouterr()
     limit = ["--max-examples", "24"]
     assert cli_main(["evaluate", str(out), "--task", task, "--data", str(DATA_ROOT), "--max-length", length, "--device", "cpu",
@@ -98,6 +100,19 @@ def test_finetune_then_evaluate_cli(task, tiny_real_vocab_dir, tmp_path, capsys)
     assert "model-index" in card and f"type: {main_metrics[0]}" in card
     pipeline_tag = "token-classification" if task == "conll2003" else "question-answering"
     assert f"pipeline_tag: {pipeline_tag}" in card
+
+
+def test_finetune_cli_adapts_on_the_training_text_first(tiny_real_vocab_dir, tmp_path):
+    """--adapt-steps runs the masked-next-token stage on the training sentences, then fine-tunes the adapted encoder."""
+    out = tmp_path / "model"
+    assert cli_main(["finetune", str(tiny_real_vocab_dir), str(out), "--task", "conll2003", "--data", str(DATA_ROOT),
+                     "--train-examples", "8", "--eval-examples", "8", "--batch-size", "4", "--adapt-steps", "2",
+                     "--device", "cpu"]) == 0  # fmt: skip
+    adaptation = json.loads((out / "adapted" / "adaptation.json").read_text())
+    assert adaptation["steps"] == 2 and adaptation["num_texts"] == 8
+    record = json.loads((out / "results.json").read_text())
+    assert record["training"]["adapt_steps"] == 2
+    assert record["training"]["max_length"] == RECIPES["conll2003"].max_length  # no flag: the recipe's
 
 
 def test_finetune_cli_errors(tmp_path, capsys):

@@ -3,7 +3,7 @@
 
 Owns: the per-task wiring (which loader, which model class, which split is scored) for the token-level tasks
 (`conll2003`, `squad`) and the GLUE tasks. Defaults with no tuning flags are each task's recipe (`RECIPES` in
-`token_tasks`, `TrainingConfig` for GLUE).
+`token_tasks`, `GLUE_RECIPES` in `glue`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from ..modeling.modeling_gemma_encoder import (
     GemmaEncoderForQuestionAnswering,
     GemmaEncoderForTokenClassification,
 )
+from .adaptation import adapt
 from .data import GLUE_TASKS, resolve_data_root
 from .evaluation import results_record, write_results
 from .token_tasks import (
     CONLL_FILES,
     RECIPES,
     SQUAD_FILE,
+    adaptation_texts,
     conll_label_kwargs,
     finetune_ner,
     finetune_qa,
@@ -28,7 +30,7 @@ from .token_tasks import (
     load_squad,
     split_by_article,
 )
-from .training import TrainingConfig, load_task_model
+from .training import TrainingConfig, encoder_dir, load_task_model
 
 # Training subsets are drawn with this fixed seed, independent of the run's seed, so that different budgets and seeds
 # see nested, comparable subsets.
@@ -60,6 +62,7 @@ def finetune_task(
     batch_size: int | None = None,
     max_length: int | None = None,
     attention: str | None = None,
+    adapt_steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
     cache_dir: str | Path = "runs/converted",
@@ -73,7 +76,8 @@ def finetune_task(
     task's recipe (`GLUE_RECIPES`; the flags given here replace its fields), scored on the dev-shaped validation
     split; the model then goes to `output_dir/model`. `data` is the data root or the task's training file.
     `eval_examples` scores only the first N validation rows (the rows `gemma-encoder evaluate --max-examples N`
-    scores for the token tasks).
+    scores for the token tasks). `adapt_steps`: masked-next-token steps on the training split's unlabelled text before
+    fine-tuning (the adapted encoder goes to `output_dir/adapted`); None keeps the recipe's, 0 skips the stage.
     """
     task = task.lower()
     output_dir = Path(output_dir)
@@ -85,7 +89,7 @@ def finetune_task(
         if eval_examples is not None:
             raise ValueError("eval_examples is for the token tasks; a GLUE task is scored on its whole validation split.")
         given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-                     attention=attention)  # fmt: skip
+                     attention=attention, adapt_steps=adapt_steps)  # fmt: skip
         recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
         return run_glue(
             task, source, output_dir, train_examples, recipe=recipe, data_root=root_given, seed=seed, device=device,
@@ -107,27 +111,28 @@ def finetune_task(
         device=device,
         show_progress_bar=show_progress_bar,
     )
-    overrides = {"attention": attention or "bidirectional"}
+    attention = attention or recipe.attention
+    adapt_steps = recipe.adapt_steps if adapt_steps is None else adapt_steps
 
     if task == "conll2003":
         train_file = Path(data) if data is not None and Path(data).is_file() else root / CONLL_FILES["train"]
         train = _first(load_conll(train_file), train_examples)
         validation = _head(load_conll(root / CONLL_FILES["validation"]), eval_examples)
-        model, tokenizer = load_task_model(
-            GemmaEncoderForTokenClassification, source, cache_dir=cache_dir, seed=seed, **conll_label_kwargs(),
-            **overrides,
-        )  # fmt: skip
-        result = finetune_ner(model, tokenizer, train, validation, config)
+        model_class, labels = GemmaEncoderForTokenClassification, conll_label_kwargs()
         split, path = "validation", root / CONLL_FILES["validation"]
     else:
         squad_file = Path(data) if data is not None and Path(data).is_file() else root / SQUAD_FILE
         train, validation = split_by_article(load_squad(squad_file), seed=SUBSET_SEED)
         train, validation = _first(train, train_examples), _head(validation, eval_examples)
-        model, tokenizer = load_task_model(
-            GemmaEncoderForQuestionAnswering, source, cache_dir=cache_dir, seed=seed, **overrides
-        )
-        result = finetune_qa(model, tokenizer, train, validation, config)
+        model_class, labels = GemmaEncoderForQuestionAnswering, {}
         split, path = f"validation-articles(seed={SUBSET_SEED})", squad_file
+    if adapt_steps > 0:
+        source = adapt(encoder_dir(source, cache_dir), adaptation_texts(task, train), output_dir / "adapted",
+                       steps=adapt_steps, seed=seed, device=device)  # fmt: skip
+    model, tokenizer = load_task_model(model_class, source, cache_dir=cache_dir, seed=seed, attention=attention,
+                                       **labels)  # fmt: skip
+    finetune = finetune_ner if task == "conll2003" else finetune_qa
+    result = finetune(model, tokenizer, train, validation, config)
     result.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     record = results_record(
@@ -138,7 +143,8 @@ def finetune_task(
     record["training"] = {
         "train_examples": len(train), "epochs": config.epochs, "batch_size": config.batch_size,
         "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
-        "max_length": config.max_length, "seed": seed, "train_seconds": round(result.train_seconds, 1),
+        "max_length": config.max_length, "attention": attention, "adapt_steps": adapt_steps, "seed": seed,
+        "train_seconds": round(result.train_seconds, 1),
     }  # fmt: skip
     write_results(output_dir / "results.json", record)
     return record
