@@ -76,8 +76,9 @@ def finetune_task(
     task's recipe (`GLUE_RECIPES`; the flags given here replace its fields), scored on the dev-shaped validation
     split; the model then goes to `output_dir/model`. `data` is the data root or the task's training file.
     `eval_examples` scores only the first N validation rows (the rows `gemma-encoder evaluate --max-examples N`
-    scores for the token tasks). `adapt_steps`: masked-next-token steps on the training split's unlabelled text before
-    fine-tuning (the adapted encoder goes to `output_dir/adapted`); None keeps the recipe's, 0 skips the stage.
+    scores for the token tasks). `adapt_steps`: masked-next-token steps on unlabelled text before fine-tuning
+    (token tasks: the training examples' text, `adaptation_texts`; GLUE: the whole training split's); the adapted
+    encoder goes to `output_dir/adapted`. None keeps the recipe's, 0 skips the stage.
     """
     task = task.lower()
     output_dir = Path(output_dir)
@@ -118,20 +119,19 @@ def finetune_task(
         train_file = Path(data) if data is not None and Path(data).is_file() else root / CONLL_FILES["train"]
         train = _first(load_conll(train_file), train_examples)
         validation = _head(load_conll(root / CONLL_FILES["validation"]), eval_examples)
-        model_class, labels = GemmaEncoderForTokenClassification, conll_label_kwargs()
+        model_class, labels, finetune = GemmaEncoderForTokenClassification, conll_label_kwargs(), finetune_ner
         split, path = "validation", root / CONLL_FILES["validation"]
     else:
         squad_file = Path(data) if data is not None and Path(data).is_file() else root / SQUAD_FILE
         train, validation = split_by_article(load_squad(squad_file), seed=SUBSET_SEED)
         train, validation = _first(train, train_examples), _head(validation, eval_examples)
-        model_class, labels = GemmaEncoderForQuestionAnswering, {}
+        model_class, labels, finetune = GemmaEncoderForQuestionAnswering, {}, finetune_qa
         split, path = f"validation-articles(seed={SUBSET_SEED})", squad_file
     if adapt_steps > 0:
         source = adapt(encoder_dir(source, cache_dir), adaptation_texts(task, train), output_dir / "adapted",
                        steps=adapt_steps, seed=seed, device=device)  # fmt: skip
     model, tokenizer = load_task_model(model_class, source, cache_dir=cache_dir, seed=seed, attention=attention,
                                        **labels)  # fmt: skip
-    finetune = finetune_ner if task == "conll2003" else finetune_qa
     result = finetune(model, tokenizer, train, validation, config)
     result.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
