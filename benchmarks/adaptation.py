@@ -37,6 +37,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import gemma_encoder_hf
 from gemma_encoder_hf.harness.adaptation import adapt, default_corpus
 from gemma_encoder_hf.harness.data import DATA_ENV_VAR, get_task, load_glue, subsample, train_validation_split
+from gemma_encoder_hf.harness.glue import adaptation_texts
 from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
 
 VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic")
@@ -159,14 +160,6 @@ def save_result(path: Path, key: str, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def task_texts_for_adaptation(train) -> list[str]:
-    """The training split's sentences without labels (both sides of a pair, as separate texts)."""
-    texts = list(train["text"])
-    if "text_pair" in train.column_names:
-        texts += list(train["text_pair"])
-    return texts
-
-
 def run(args: argparse.Namespace) -> None:
     task = get_task(args.task)
     pool = load_glue(task, args.data)
@@ -185,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
                     print(f"skip {key} (in {path})")
                     continue
                 torch.manual_seed(seed)
-                model, tokenizer, info = build_model(args, variant, task, task_texts_for_adaptation(train_pool))
+                model, tokenizer, info = build_model(args, variant, task, adaptation_texts(train_pool))
                 train = subsample(train_pool, size, task, seed=seed)
                 config = TrainingConfig(
                     output_dir=args.work_dir / "runs" / key.replace("/", "_"),

@@ -41,11 +41,11 @@ from pathlib import Path
 
 from gemma_encoder_hf import GemmaEncoderForSequenceClassification
 from gemma_encoder_hf.harness.adaptation import adapt
+from gemma_encoder_hf.harness.glue import adaptation_texts
 from gemma_encoder_hf.modeling.configuration_gemma_encoder import ATTENTION_POOLING_PROBES, ATTENTION_TYPES, POOLING_TYPES
 from gemma_encoder_hf.harness.data import (
     DATA_ENV_VAR,
     GLUE_TASKS,
-    column,
     custom_task,
     get_task,
     load_glue,
@@ -156,7 +156,7 @@ def main() -> None:
     if args.adapt_steps > 0:
         # Unlabelled text a user has anyway: every text of the training split (not only the labelled subset), never
         # the validation rows.
-        texts = column(train_pool, "text") + (column(train_pool, "text_pair") if task.is_pair else [])
+        texts = adaptation_texts(train_pool)
         source = adapt(encoder_dir(args.model, args.cache_dir), texts, output_dir / "adapted", steps=args.adapt_steps,
                        batch_size=args.adapt_batch_size, seed=args.seed, device=args.device)
         seen = json.loads((source / "adaptation.json").read_text())["num_texts_seen"]

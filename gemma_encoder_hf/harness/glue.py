@@ -13,11 +13,19 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets import Dataset
+
 from ..modeling.modeling_gemma_encoder import GemmaEncoderForSequenceClassification
 from .adaptation import adapt
 from .data import column, get_task, load_glue, resolve_data_root, subsample, train_validation_split
 from .evaluation import results_record, write_results
 from .training import TrainingConfig, encoder_dir, finetune_classifier, load_task_model
+
+
+def adaptation_texts(train: Dataset) -> list[str]:
+    """The unlabelled text of a GLUE training split that the adaptation stage reads: every sentence, both sides of
+    a pair as separate texts. Text a user has anyway, and never a validation row (pass the training part)."""
+    return column(train, "text") + (column(train, "text_pair") if "text_pair" in train.column_names else [])
 
 
 @dataclass(frozen=True)
@@ -100,10 +108,8 @@ def run_glue(
     train_pool, validation = train_validation_split(pool, spec, seed=0)
     train = subsample(train_pool, train_examples, spec, seed=seed)
     if recipe.adapt_steps > 0:
-        # Unlabelled text a user has anyway: every text of the training split, never a validation row.
-        texts = column(train_pool, "text") + (column(train_pool, "text_pair") if spec.is_pair else [])
         source = adapt(
-            encoder_dir(source, cache_dir), texts, output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
+            encoder_dir(source, cache_dir), adaptation_texts(train_pool), output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
             device=device,
         )
     model, tokenizer = load_task_model(
