@@ -5,13 +5,15 @@ retrieval over the whole corpus), mean-pooled without training against a short c
 Steps, each recorded in the results JSON with its wall time:
 
 1. `timing`: encode a timed sample of SciFact abstracts and extrapolate to the whole 5,183-document corpus, so the
-   reader knows whether whole-corpus dense retrieval (`--retrieve yes`) fits the budget.
+   reader knows whether whole-corpus dense retrieval (`--retrieve`) fits the budget.
 2. `untrained`: the converted encoder, mean pooling, no training: STS-B Spearman on our validation split (carved from
    the shared train file by `train_validation_split`, seed 0: the split `gemma-encoder evaluate --sts` scores).
 3. `contrastive`: `train_embeddings` on `--train-on`: the NLI triplets (`nli`: MultipleNegativesRankingLoss,
-   in-batch + hard negatives) and/or STS-B's train part (`stsb`: CoSENT on the scores), Matryoshka 640/256/128;
-   then the same evaluation, at every Matryoshka dimension.
-4. `--retrieve yes`: SciFact test queries, dense / hybrid over the whole corpus for both models (long on CPU).
+   in-batch + hard negatives), SciFact's 809 train queries (`scifact`: the same loss, one row per judgment with a
+   BM25-mined negative that is never a judged positive) and/or STS-B's train part (`stsb`: CoSENT on the scores),
+   Matryoshka 640/256/128; then the same evaluation, at every Matryoshka dimension.
+4. `--retrieve contrastive|both`: SciFact test queries, dense / BM25 / hybrid (RRF and min-max fusion) over the whole
+   corpus for the trained model (and the untrained one with `both`); long on CPU, see the timing stage.
 
     python benchmarks/embeddings.py --train-on stsb --steps 324 --batch-size 16 --max-length 64 --sample-docs 16 \
         --out benchmarks/results/embeddings_cpu_stsb.json
@@ -52,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--learning-rate", dest="learning_rate", type=float, default=2e-5)
-    parser.add_argument("--train-on", nargs="+", choices=("nli", "stsb"), default=["nli"],
-                        help="contrastive inputs: NLI triplets (MNRL), STS-B's train part (CoSENT)")
+    parser.add_argument("--train-on", nargs="+", choices=("nli", "scifact", "stsb"), default=["nli"],
+                        help="contrastive inputs: NLI triplets and SciFact train queries with BM25-mined negatives "
+                             "(MNRL), STS-B's train part (CoSENT)")
     parser.add_argument("--sample-docs", type=int, default=48, help="SciFact abstracts in the timing sample")
     parser.add_argument("--doc-length", type=int, default=256, help="tokens per abstract for retrieval")
-    parser.add_argument("--retrieve", choices=("no", "yes"), default="no")
+    parser.add_argument("--retrieve", choices=("no", "contrastive", "both"), default="no",
+                        help="whole-corpus SciFact retrieval for the trained model, or for both models")
     parser.add_argument("--matryoshka-evals", type=int, default=2, help="smaller Matryoshka dims scored on STS")
     parser.add_argument("--out", default=str(RESULTS_DIR / "embeddings_cpu.json"))
     args = parser.parse_args(argv)
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. A short contrastive run.
     inputs = [read_training_data(data / "nli" / "triplets.jsonl")] if "nli" in args.train_on else []
+    if "scifact" in args.train_on:
+        inputs.append(read_training_data(data / "scifact"))  # the train split only; test queries are scored below
     if "stsb" in args.train_on:
         spec = get_task("stsb")
         train_part, _ = train_validation_split(load_glue(spec, data), spec, seed=0)  # never the validation rows
@@ -122,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     print("contrastive", json.dumps(results["contrastive"]["sts"]), flush=True)
 
     # 4. Whole-corpus retrieval, only when asked (see the timing estimate).
-    if args.retrieve == "yes":
-        for name, folder in (("untrained", untrained_dir), ("contrastive", trained_dir)):
+    if args.retrieve != "no":
+        models = {"untrained": untrained_dir, "contrastive": trained_dir}
+        for name in ("untrained", "contrastive") if args.retrieve == "both" else ("contrastive",):
+            folder = models[name]
             record, seconds = timed(lambda: evaluate_retrieval(folder, data / "scifact", max_length=args.doc_length,
                                                                cache_dir=work / "cache"))
-            results[name]["retrieval"] = {**record["metrics"], "seconds": seconds}
+            results[name]["retrieval"] = {**record["metrics"], **record["details"], "seconds": seconds}
+            save()
+            print(name, json.dumps(results[name]["retrieval"]), flush=True)
     else:
         results["not_run"] = (
             f"SciFact dense retrieval over the whole corpus: estimated "

@@ -14,13 +14,12 @@ from conftest import tiny_encoder_config
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 from tiny_tokenizer import char_tokenizer
-from transformers import AutoTokenizer
 
 from gemma_encoder_hf import GemmaEncoderModel
 from gemma_encoder_hf.harness.cli import main
 from gemma_encoder_hf.harness.data import load_reranking
 from gemma_encoder_hf.harness.evaluation import ranking_metrics
-from gemma_encoder_hf.harness.retrieval import dense_run, evaluate_retrieval, evaluate_sts, fused_run
+from gemma_encoder_hf.harness.retrieval import dense_run, encode_corpus, evaluate_retrieval, evaluate_sts, fused_run
 from gemma_encoder_hf.integrations.model_card import load_results
 from gemma_encoder_hf.integrations.sentence_transformers import build_sentence_transformer
 
@@ -106,6 +105,37 @@ def test_corpus_embeddings_are_cached_by_model_and_corpus(embedding_dir, beir_di
     for q in first:
         assert uncached[q].keys() == first[q].keys()
         assert uncached[q] == pytest.approx(first[q], abs=1e-6)
+
+
+def test_an_interrupted_corpus_encoding_resumes_where_it_stopped(embedding_dir, beir_dir, tmp_path):
+    """Pieces of `piece_size` documents are saved as they finish: a run killed in the middle of the corpus loses only
+    the piece it was encoding, the next run encodes just the missing ones, and the vectors equal an uncached run."""
+    reranking = load_reranking(beir_dir, "test")
+    model = SentenceTransformer(str(embedding_dir), device="cpu")
+    kwargs = dict(batch_size=4, cache_dir=tmp_path / "cache", show_progress_bar=False, piece_size=4)
+
+    calls = []
+
+    def fail_on_second_batch(module, args, output):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C (or a job scheduler's signal) raises mid-encoding
+
+    handle = model[0].register_forward_hook(fail_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus(model, embedding_dir, reranking.corpus, **kwargs)
+    handle.remove()
+    assert len(list((tmp_path / "cache").glob("*.parts/*.pt"))) == 1 and not list((tmp_path / "cache").glob("*.pt"))
+
+    seen = count_forward_calls(model)
+    doc_ids, resumed = encode_corpus(model, embedding_dir, reranking.corpus, **kwargs)
+    assert sum(seen) == len(reranking.corpus) - 4  # the first piece came from disk
+    assert not list((tmp_path / "cache").glob("*.parts"))  # pieces are gone once the whole file is written
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+    _, uncached = encode_corpus(model, embedding_dir, reranking.corpus, **{**kwargs, "cache_dir": None})
+    torch.testing.assert_close(resumed, uncached, atol=1e-6, rtol=0)
+    assert doc_ids == sorted(reranking.corpus, key=int)
 
 
 def test_fusion_comes_from_ranx_and_mixes_both_runs():

@@ -13,11 +13,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from ranx import Run, fuse
+from tqdm.auto import tqdm
 
 from .data import RerankingSet, _id_key, column, load_reranking
 from .evaluation import ranking_metrics, rerank, results_record
@@ -25,6 +27,8 @@ from .evaluation import ranking_metrics, rerank, results_record
 RETRIEVAL_METRICS = ("ndcg@10", "recall@100")
 FUSION_METHODS = {"rrf": dict(method="rrf", norm=None), "minmax": dict(method="sum", norm="min-max")}
 DEFAULT_CACHE_DIR = Path("runs") / "embedding_cache"
+# Documents per saved piece of a corpus encoding: what an interrupted encoding can lose.
+CORPUS_PIECE_SIZE = 256
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -63,32 +67,65 @@ def encode_corpus(
     batch_size: int = 32,
     cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
     show_progress_bar: bool = True,
+    piece_size: int = CORPUS_PIECE_SIZE,
 ) -> tuple[list[str], torch.Tensor]:
     """(doc ids, unit-length document embeddings) of a SentenceTransformer loaded from `model_dir`, read from the
     cache when this model already encoded this corpus with these settings.
 
     The cache file is `<cache_dir>/<model fingerprint>-<corpus fingerprint>.pt`; `cache_dir=None` disables it.
+    While a corpus is being encoded, every `piece_size` documents are saved under `<same name>.parts/`, so an
+    interrupted run (an hour on CPU for SciFact) resumes at the first missing piece instead of starting over; the
+    pieces are deleted once the whole file is written.
     """
+    if not corpus:
+        raise ValueError("The corpus has no documents to encode.")
     doc_ids = sorted(corpus, key=_id_key)
+    texts = [corpus[d] for d in doc_ids]
+    if cache_dir is None:
+        return doc_ids, _encode_documents(model, texts, batch_size, show_progress_bar)
     settings = {"max_seq_length": model.max_seq_length, "prompt": model.prompts.get("document", ""),
                 "truncate_dim": model.truncate_dim}
-    cache_file = None
-    if cache_dir is not None:
-        key = f"{model_fingerprint(model_dir)[:20]}-{corpus_fingerprint(corpus, settings)[:20]}"
-        cache_file = Path(cache_dir) / f"{key}.pt"
-        if cache_file.is_file():
-            cached = torch.load(cache_file)
-            return cached["doc_ids"], cached["embeddings"]
-    embeddings = model.encode_document(
-        [corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
+    key = f"{model_fingerprint(model_dir)[:20]}-{corpus_fingerprint(corpus, settings)[:20]}"
+    cache_file = Path(cache_dir) / f"{key}.pt"
+    if cache_file.is_file():
+        cached = torch.load(cache_file)
+        return cached["doc_ids"], cached["embeddings"]
+
+    parts = cache_file.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    # A piece's name holds its document range, so pieces written with another piece_size are never mistaken for it.
+    ranges = [(start, min(start + piece_size, len(texts))) for start in range(0, len(texts), piece_size)]
+    done = {r for r in ranges if (parts / f"{r[0]}-{r[1]}.pt").is_file()}
+    pieces = []
+    with tqdm(total=len(texts), initial=sum(b - a for a, b in done), unit="doc", desc="Encoding the corpus",
+              disable=not show_progress_bar) as progress:
+        for a, b in ranges:
+            piece_file = parts / f"{a}-{b}.pt"
+            if (a, b) in done:
+                pieces.append(torch.load(piece_file))
+                continue
+            piece = _encode_documents(model, texts[a:b], batch_size, show_progress_bar=False)
+            _save_atomically(piece, piece_file)
+            pieces.append(piece)
+            progress.update(b - a)
+    embeddings = torch.cat(pieces)
+    _save_atomically({"doc_ids": doc_ids, "embeddings": embeddings}, cache_file)
+    shutil.rmtree(parts)
+    return doc_ids, embeddings
+
+
+def _encode_documents(model, texts: list[str], batch_size: int, show_progress_bar: bool) -> torch.Tensor:
+    return model.encode_document(
+        texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
         show_progress_bar=show_progress_bar,
     ).float().cpu()
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        staging = cache_file.with_suffix(".tmp")
-        torch.save({"doc_ids": doc_ids, "embeddings": embeddings}, staging)
-        staging.replace(cache_file)  # atomic: a concurrent reader never sees half a file
-    return doc_ids, embeddings
+
+
+def _save_atomically(obj, path: Path) -> None:
+    """A concurrent reader, or the next run after a kill, never sees half a file."""
+    staging = path.with_suffix(".tmp")
+    torch.save(obj, staging)
+    staging.replace(path)
 
 
 def dense_run(
