@@ -181,10 +181,12 @@ def test_lora_run_merges_adapters_into_the_saved_model(tiny_encoder_dir, tmp_pat
     data = tmp_path / "pairs.tsv"
     data.write_text("anchor\tpositive\n" + "".join(f"query {i}\tdocument number {i}\n" for i in range(6)))
     out = train_embeddings(
-        tiny_encoder_dir, tmp_path / "lora", [data], steps=2, batch_size=3, learning_rate=1e-2, lora=4,
+        tiny_encoder_dir, tmp_path / "lora", [data], batch_size=3, learning_rate=1e-2, lora=4,
         matryoshka_dims=(), device="cpu", show_progress_bar=False, max_length=16,
     )
-    assert json.loads((out / "embedding_training.json").read_text())["lora_rank"] == 4
+    record = json.loads((out / "embedding_training.json").read_text())
+    assert record["lora_rank"] == 4
+    assert record["steps"] == 2  # no `steps`: one pass over the 6 rows in batches of 3
     assert not (out / "adapter_config.json").exists()
     weights = GemmaEncoderModel.from_pretrained(out).state_dict()
     assert not any("lora" in name for name in weights)
