@@ -109,8 +109,8 @@ def run_glue(
     train = subsample(train_pool, train_examples, spec, seed=seed)
     if recipe.adapt_steps > 0:
         source = adapt(
-            encoder_dir(source, cache_dir), adaptation_texts(train_pool), output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
-            device=device,
+            encoder_dir(source, cache_dir), adaptation_texts(train_pool), output_dir / "adapted",
+            steps=recipe.adapt_steps, seed=seed, device=device,
         )
     model, tokenizer = load_task_model(
         GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed,

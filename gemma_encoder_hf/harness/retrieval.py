@@ -110,7 +110,9 @@ def encode_corpus(
             progress.update(b - a)
     embeddings = torch.cat(pieces)
     _save_atomically({"doc_ids": doc_ids, "embeddings": embeddings}, cache_file)
-    shutil.rmtree(parts)
+    # Another process encoding the same corpus at the same time may have removed them already (both write the same
+    # file, atomically; the work is duplicated, never mixed).
+    shutil.rmtree(parts, ignore_errors=True)
     return doc_ids, embeddings
 
 
