@@ -179,14 +179,14 @@ def test_short_contrastive_run_lowers_the_loss_and_saves_a_loadable_model(tiny_e
 
 def test_lora_run_merges_adapters_into_the_saved_model(tiny_encoder_dir, tmp_path):
     data = tmp_path / "pairs.tsv"
-    data.write_text("anchor\tpositive\n" + "".join(f"query {i}\tdocument number {i}\n" for i in range(6)))
+    data.write_text("anchor\tpositive\n" + "".join(f"query {i}\tdocument number {i}\n" for i in range(7)))
     out = train_embeddings(
         tiny_encoder_dir, tmp_path / "lora", [data], batch_size=3, learning_rate=1e-2, lora=4,
         matryoshka_dims=(), device="cpu", show_progress_bar=False, max_length=16,
     )
     record = json.loads((out / "embedding_training.json").read_text())
     assert record["lora_rank"] == 4
-    assert record["steps"] == 2  # no `steps`: one pass over the 6 rows in batches of 3
+    assert record["steps"] == 2  # no `steps`: one pass over the 7 rows in full batches of 3
     assert not (out / "adapter_config.json").exists()
     weights = GemmaEncoderModel.from_pretrained(out).state_dict()
     assert not any("lora" in name for name in weights)

@@ -267,7 +267,7 @@ def _add_train_embeddings(sub) -> None:
     train.add_argument("--pooling", choices=POOLING_TYPES, default="mean")
     train.add_argument("--lora-rank", type=int, default=0, dest="lora_rank", help="> 0: LoRA of this rank, merged")
     # Defaults: the measured CPU search recipe (one pass, batches of 16, lr 5e-5, 160 tokens; README "Embeddings").
-    train.add_argument("--steps", type=int, help="optimizer steps (default: one pass over the training rows)")
+    train.add_argument("--steps", type=int, help="optimizer steps (default: one pass in full batches)")
     train.add_argument("--learning-rate", type=float, default=5e-5, dest="learning_rate")
     train.add_argument("--batch-size", type=int, default=16, dest="batch_size")
     train.add_argument("--max-length", type=int, default=160, dest="max_length")

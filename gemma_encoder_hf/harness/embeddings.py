@@ -19,7 +19,6 @@ Inputs (`read_training_data`), each one dataset whose batches never mix with ano
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -252,9 +251,10 @@ def train_embeddings(
             they are merged into the saved model.
         steps / learning_rate / batch_size / max_length / warmup_ratio: the optimisation budget (max_length caps
             tokens per text during training only; the saved model keeps the encoder's limit). `steps=None` is one
-            pass over the training rows. The defaults are the measured CPU search recipe: one pass over SciFact's
-            919 train judgments in batches of 16 at lr 5e-5 and 160 tokens gave dense nDCG@10 0.670 and min-max
-            hybrid 0.743 against BM25's 0.694 (benchmarks/results/embeddings_cpu_scifact.md).
+            pass over the training rows in full batches (rows // batch_size steps). The defaults are the measured
+            CPU search recipe: one pass over SciFact's 919 train judgments in batches of 16 at lr 5e-5 and 160
+            tokens gave dense nDCG@10 0.670 and min-max hybrid 0.743 against BM25's 0.694
+            (benchmarks/results/embeddings_cpu_scifact.md).
         device: "cpu", "cuda", ... (default: cuda when available).
         save_steps: write a checkpoint every `save_steps` steps under `output_dir/checkpoints` (0: none).
         show_progress_bar: tqdm bars for the training steps.
@@ -278,7 +278,7 @@ def train_embeddings(
              for d in data]
     names = [item.name for item in items]
     if steps is None:
-        steps = max(1, math.ceil(sum(len(item.dataset) for item in items) / batch_size))
+        steps = max(1, sum(len(item.dataset) for item in items) // batch_size)  # full batches only
     if len(set(names)) != len(names):
         raise ValueError(f"Two training inputs share a name ({names}); rename one of the files.")
 
