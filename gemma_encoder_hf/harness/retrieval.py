@@ -124,8 +124,9 @@ def _encode_documents(model, texts: list[str], batch_size: int, show_progress_ba
 
 
 def _save_atomically(obj, path: Path) -> None:
-    """A concurrent reader, or the next run after a kill, never sees half a file."""
-    staging = path.with_suffix(".tmp")
+    """A concurrent reader, or the next run after a kill, never sees half a file. The staging name carries the
+    process id (as `bulk._write_atomically`'s does), so two processes writing the same file never share one."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, staging)
     staging.replace(path)
 
