@@ -9,6 +9,8 @@ the same for every size), for five variants of the embedded Gemma 3 270M:
     bidir           our encoder, bidirectional, no adaptation (pooling --pooling)
     adapted-task    bidirectional after adaptation on the task's own training sentences, labels dropped
     adapted-generic bidirectional after adaptation on a generic corpus (MS MARCO passages from --data)
+    contrastive     bidirectional, starting from a contrastively trained encoder (--contrastive-source: a folder that
+                    `gemma-encoder train-embeddings` wrote, e.g. the SciFact retriever of benchmarks/embeddings.py)
 
 Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings; each
 result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation resumes where it
@@ -40,7 +42,7 @@ from gemma_encoder_hf.harness.data import DATA_ENV_VAR, get_task, load_glue, sub
 from gemma_encoder_hf.harness.glue import adaptation_texts
 from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
 
-VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic")
+VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic", "contrastive")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # The project's data sits beside a clone of this repository.
 DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -130,6 +132,16 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
         source = enc
         if variant.startswith("adapted-"):
             source, info["adaptation"] = adapted_dir(args, variant.removeprefix("adapted-"), task_texts)
+        elif variant == "contrastive":
+            if args.contrastive_source is None:
+                raise SystemExit("the contrastive variant needs --contrastive-source FOLDER")
+            source = args.contrastive_source
+            info["contrastive_source"] = str(source)
+            training = source / "embedding_training.json"
+            if training.exists():
+                record = json.loads(training.read_text())
+                keys = ("data", "pair_loss", "steps", "train_seconds")
+                info["contrastive_training"] = {key: record.get(key) for key in keys}
     model = gemma_encoder_hf.GemmaEncoderForSequenceClassification.from_pretrained(
         source, dtype=torch.float32, **knobs, **task.model_kwargs()
     )
@@ -309,6 +321,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt-max-length", type=int, default=ADAPT_DEFAULTS["max_length"], dest="adapt_max_length")
     parser.add_argument("--adapt-lora-rank", type=int, default=0, dest="adapt_lora_rank")
     parser.add_argument("--mask-rate", type=float, default=ADAPT_DEFAULTS["mask_rate"], dest="mask_rate")
+    parser.add_argument("--contrastive-source", type=Path, dest="contrastive_source",
+                        help="encoder folder the contrastive variant starts from (a train-embeddings output)")
     parser.add_argument("--report", nargs="*", type=Path, help="print the table of these results files and exit")
     args = parser.parse_args(argv)
     if args.validation_size is not None and args.validation_size > 1:

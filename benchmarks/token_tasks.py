@@ -136,7 +136,9 @@ def main() -> None:
                     attention="causal" if mode == "causal" else "bidirectional", **labels,
                 )  # fmt: skip
                 config = TrainingConfig(
-                    output_dir=RUNS / f"{args.task}-{mode}-{len(train)}-{seed}-{args.max_length}-{args.epochs}",
+                    # Every setting that can differ between two concurrent benchmarks names the scratch folder.
+                    output_dir=RUNS / f"{args.task}-{mode}-{len(train)}-{seed}-{args.max_length}-{args.epochs}"
+                    f"-lr{args.learning_rate}-{Path(str(args.model)).name}",
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     learning_rate=args.learning_rate,
