@@ -2,7 +2,7 @@
 """Does a short MNTP/MLM adaptation stage let the bidirectional encoder match the causal classifier at small budgets?
 
 Accuracy against training-set size on SST-2 and MRPC (our own validation split carved from the official train set,
-the same for every size), for five variants of the embedded Gemma 3 270M:
+the same for every size), for six variants of the embedded Gemma 3 270M:
 
     native          transformers' Gemma3TextForSequenceClassification (causal, last token, linear head)
     causal          our encoder, attention="causal" (pooling --causal-pooling, default last token)
