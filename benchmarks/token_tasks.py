@@ -123,11 +123,15 @@ def main() -> None:
     for n in args.train_examples:
         train = pool.select(range(min(n, len(pool)) if n else len(pool)))
         for seed in args.seeds:
+            # Every setting that can differ between two concurrent benchmarks names their scratch folders (adapt()
+            # and the Trainer each write into theirs), so no two runs ever share one.
+            settings = (f"{len(train)}-{seed}-{args.max_length}-{args.epochs}-bs{args.batch_size}"
+                        f"-lr{args.learning_rate}-mntp{args.adapt_steps}-{Path(str(args.model)).name}")  # fmt: skip
             for mode in args.modes:
                 model_source, adapt_seconds = source, 0.0
                 if mode == "bidirectional+mntp":
                     started = time.perf_counter()
-                    adapted = RUNS / f"{args.task}-mntp-{len(train)}-{seed}"
+                    adapted = RUNS / f"{args.task}-adapted-{settings}"
                     model_source = adapt(source, adaptation_texts(args.task, train), adapted, steps=args.adapt_steps,
                                          seed=seed, device=args.device)  # fmt: skip
                     adapt_seconds = time.perf_counter() - started
@@ -136,9 +140,7 @@ def main() -> None:
                     attention="causal" if mode == "causal" else "bidirectional", **labels,
                 )  # fmt: skip
                 config = TrainingConfig(
-                    # Every setting that can differ between two concurrent benchmarks names the scratch folder.
-                    output_dir=RUNS / f"{args.task}-{mode}-{len(train)}-{seed}-{args.max_length}-{args.epochs}"
-                    f"-lr{args.learning_rate}-{Path(str(args.model)).name}",
+                    output_dir=RUNS / f"{args.task}-{mode}-{settings}",
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     learning_rate=args.learning_rate,
