@@ -2,7 +2,7 @@
 """Does a short MNTP/MLM adaptation stage let the bidirectional encoder match the causal classifier at small budgets?
 
 Accuracy against training-set size on SST-2 and MRPC (our own validation split carved from the official train set,
-the same for every size), for six variants of the embedded Gemma 3 270M:
+the same for every size), for seven variants of the embedded Gemma 3 270M:
 
     native          transformers' Gemma3TextForSequenceClassification (causal, last token, linear head)
     causal          our encoder, attention="causal" (pooling --causal-pooling, default last token)
@@ -11,6 +11,8 @@ the same for every size), for six variants of the embedded Gemma 3 270M:
     adapted-generic bidirectional after adaptation on a generic corpus (MS MARCO passages from --data)
     contrastive     bidirectional, starting from a contrastively trained encoder (--contrastive-source: a folder that
                     `gemma-encoder train-embeddings` wrote, e.g. the SciFact retriever of benchmarks/embeddings.py)
+    bidir-top       bidirectional in the top --bidirectional-layers K layers only, the decoder's causal mask below
+                    (recorded as bidir-topK), no adaptation
 
 Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings; each
 result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation resumes where it
@@ -42,7 +44,7 @@ from gemma_encoder_hf.harness.data import DATA_ENV_VAR, get_task, load_glue, sub
 from gemma_encoder_hf.harness.glue import adaptation_texts
 from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
 
-VARIANTS = ("native", "causal", "bidir", "adapted-task", "adapted-generic", "contrastive")
+VARIANTS = ("native", "causal", "bidir", "bidir-top", "adapted-task", "adapted-generic", "contrastive")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # The project's data sits beside a clone of this repository.
 DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -129,6 +131,8 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
         source = enc
     else:
         knobs.update(attention="bidirectional", pooling=args.pooling)
+        if variant == "bidir-top":
+            knobs.update(bidirectional_layers=args.bidirectional_layers)
         source = enc
         if variant.startswith("adapted-"):
             source, info["adaptation"] = adapted_dir(args, variant.removeprefix("adapted-"), task_texts)
@@ -152,6 +156,23 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
 # ----------------------------------------------------------------------------------------------------------------------
 # Runs
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def variant_label(args: argparse.Namespace, variant: str) -> str:
+    """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6)."""
+    return f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
+
+
+def variant_order(labels: set[str]) -> list[str]:
+    """Labels in VARIANTS order; bidir-topK labels where bidir-top stands, by K."""
+    rank = {variant: i for i, variant in enumerate(VARIANTS)}
+
+    def key(label: str) -> tuple[int, int]:
+        if label.startswith("bidir-top") and label != "bidir-top":
+            return rank["bidir-top"], int(label.removeprefix("bidir-top"))
+        return rank.get(label, len(VARIANTS)), 0
+
+    return sorted(labels, key=key)
 
 
 def results_path(args: argparse.Namespace) -> Path:
@@ -184,8 +205,9 @@ def run(args: argparse.Namespace) -> None:
     for size_arg in args.sizes:
         size = None if size_arg == "full" else int(size_arg)
         for variant in args.variants:
+            label = variant_label(args, variant)
             for seed in args.seeds:
-                key = f"{args.task}/{variant}/{size_arg}/seed{seed}"
+                key = f"{args.task}/{label}/{size_arg}/seed{seed}"
                 if key in load_results(path) and not args.overwrite:
                     print(f"skip {key} (in {path})")
                     continue
@@ -210,7 +232,7 @@ def run(args: argparse.Namespace) -> None:
                 result = finetune_classifier(model, tokenizer, task, train, validation, config)
                 record = {
                     "task": args.task,
-                    "variant": variant,
+                    "variant": label,
                     "size": size_arg,
                     "train_examples": result.train_examples,
                     "validation_examples": len(validation),
@@ -253,7 +275,7 @@ def report(paths: list[Path]) -> str:
             lines.append(f"\n{task} {metric} (mean over seeds, [min-max], n seeds), by training examples\n")
             lines.append("| variant | " + " | ".join(sizes) + " |")
             lines.append("|---" * (len(sizes) + 1) + "|")
-            for variant in VARIANTS:
+            for variant in variant_order({r["variant"] for r in rows}):
                 cells = []
                 for size in sizes:
                     values = [r["metrics"][metric] for r in rows if r["variant"] == variant and r["size"] == size]
@@ -307,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=32, dest="eval_batch_size")
     parser.add_argument("--max-length", type=int, default=128, dest="max_length")
     parser.add_argument("--pooling", default="mean", choices=("mean", "last", "first", "attention"))
+    parser.add_argument("--bidirectional-layers", type=int, default=6, dest="bidirectional_layers",
+                        help="layers (from the top) that attend both ways in the bidir-top variant")
     parser.add_argument("--causal-pooling", default="last", dest="causal_pooling", choices=("mean", "last"))
     parser.add_argument("--classifier-dropout", type=float, dest="classifier_dropout",
                         default=gemma_encoder_hf.GemmaEncoderConfig.classifier_dropout)

@@ -44,7 +44,7 @@ import torch
 from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel
 
 from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
-from gemma_encoder_hf.modeling.modeling_gemma_encoder import attention_window
+from gemma_encoder_hf.modeling.modeling_gemma_encoder import attends_causally, attention_window
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -337,8 +337,8 @@ def count_flops(config, batches, packed_ours: list[bool], native: bool) -> FlopC
         mask = batch["attention_mask"]
         lengths = [int(n) for n in mask.sum(-1).tolist()]
         padded_length = mask.shape[1]
-        for layer_type in config.layer_types:
-            window = attention_window(config, layer_type)
+        for i, layer_type in enumerate(config.layer_types):
+            window = attention_window(config, layer_type, attends_causally(config, i))
             for n in lengths:
                 layer_linear = per_token / config.num_hidden_layers * n
                 useful += layer_linear + attention_flops(config, n, windowed_keys(n, window))

@@ -36,3 +36,38 @@ def test_last_token_reaches_first_token(tiny_decoder_dirs, generation, implement
         model.eval()
     assert _first_token_change(bidirectional, batch_size, padded) > 1e-4
     assert _first_token_change(causal, batch_size, padded) == 0.0
+
+
+
+# RecurrentGemma's top 2 layers are a recurrent and an attention layer: both directions of each kind are covered.
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize(("generation", "top_layers"), [("gemma3", 1), ("recurrent_gemma", 2)])
+def test_bidirectional_layers_turns_only_the_top_layers_bidirectional(
+    tiny_decoder_dirs, generation, top_layers, implementation
+):
+    """Below the top `bidirectional_layers`, every layer reproduces causal mode's states exactly (the decoder's own);
+    from the first bidirectional layer on they differ, and the last token reaches the first, padded or packed."""
+    source = tiny_decoder_dirs[generation]
+    causal = GemmaEncoderModel.from_decoder(source, attention="causal").eval()
+    top = GemmaEncoderModel.from_decoder(source, bidirectional_layers=top_layers, bidirectional_window="global").eval()
+    for model in (causal, top):
+        model.set_attn_implementation(implementation)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(3, 128, (3, 9), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, :4] = 0
+    real = attention_mask.bool()
+    causal_layers = top.config.num_hidden_layers - top_layers
+    with torch.inference_mode():
+        expected = causal(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+        for mode in ("never", "always"):
+            top.config.packed_execution = mode
+            states = top(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+            # hidden_states[0] is the embedding output, hidden_states[n] the output of layer n - 1.
+            for n in range(causal_layers + 1):
+                assert (states[n] - expected[n])[real].abs().max() <= 1e-5, f"{mode}: layer {n - 1} changed"
+            for n in range(causal_layers + 1, len(states)):
+                assert (states[n] - expected[n])[real].abs().max() > 1e-4, f"{mode}: layer {n - 1} stayed causal"
+    top.config.packed_execution = "never"
+    assert _first_token_change(top, batch_size=3, padded=True) > 1e-4

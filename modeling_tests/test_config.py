@@ -46,6 +46,9 @@ def test_unknown_choice_names_field_and_allowed_values(field, value, allowed):
         ({"num_hidden_layers": 1, "layer_types": ["linear_attention"], "lru_width": 6}, "multiple of num_attention"),
         ({"rope_rotary_dim": 7}, "must be even"),
         ({"vocab_size_per_layer_input": 0}, "vocab_size_per_layer_input"),
+        ({"num_hidden_layers": 2, "bidirectional_layers": 0}, r"bidirectional_layers=0 .*\[1, 2\]"),
+        ({"num_hidden_layers": 2, "bidirectional_layers": 3}, r"bidirectional_layers=3 .*\[1, 2\]"),
+        ({"num_hidden_layers": 2, "bidirectional_layers": 1.5}, "whole number of layers"),
     ],
 )
 def test_invalid_values_raise_value_error_naming_the_field(kwargs, message):

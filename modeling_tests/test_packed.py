@@ -70,13 +70,18 @@ PACKED_CASES = [
     for kind in RECURRENT_SOURCES
     for attention in ({"attention": "bidirectional"}, {"attention": "causal"})
     for implementation in ("eager", "sdpa")
+] + [
+    # Bidirectional top layers over causal ones: each layer reads its own direction's mask or text starts.
+    (kind, {"attention": "bidirectional", "bidirectional_layers": 2}, implementation)
+    for kind in ("gemma3", *RECURRENT_SOURCES)
+    for implementation in ("eager", "sdpa")
 ]
 
 
 @pytest.mark.parametrize(
     ("generation", "attention", "implementation"),
     PACKED_CASES,
-    ids=["-".join([g, *a.values(), i]) for g, a, i in PACKED_CASES],
+    ids=["-".join(map(str, [g, *a.values(), i])) for g, a, i in PACKED_CASES],
 )
 def test_packed_matches_padded(tiny_decoder_dirs, generation, attention, implementation):
     model = GemmaEncoderModel.from_decoder(tiny_decoder_dirs[generation], **attention).eval()

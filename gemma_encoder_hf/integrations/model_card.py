@@ -230,8 +230,13 @@ def _attention_text(config: GemmaEncoderConfig) -> str:
     if config.attention == "causal":
         return "causal (the decoder's own mask)"
     text = "bidirectional"
+    if config.bidirectional_layers is not None:
+        text += (
+            f" in the top {config.bidirectional_layers} of {config.num_hidden_layers} layers, the decoder's causal "
+            f"mask below them (`bidirectional_layers={config.bidirectional_layers}`)"
+        )
     if "sliding_attention" in config.layer_types:
-        left, right = attention_window(config, "sliding_attention")
+        left, right = attention_window(config, "sliding_attention", causal=False)
         if left < 0:
             window = "the whole sequence"
         else:

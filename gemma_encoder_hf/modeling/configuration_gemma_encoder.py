@@ -157,6 +157,10 @@ class GemmaEncoderConfig(PreTrainedConfig):
     Encoder knobs:
         attention (`str`): `"bidirectional"` (default): every token sees every other token; `"causal"`: the decoder's
             own mask, which reproduces the decoder's hidden states exactly.
+        bidirectional_layers (`int`, *optional*): with `attention="bidirectional"`, only the top this many layers
+            attend (and recur) in both directions; the layers below keep the decoder's causal mask, so their states
+            stay the ones the decoder was pretrained to produce (BeLLM, Li & Li 2024, turns only the last layers
+            bidirectional). None (default): every layer.
         bidirectional_window (`str`): how sliding-window layers look in bidirectional mode. `"split"` (default): a
             token sees `sliding_window // 2` tokens on each side, the same span as the decoder's causal window and
             the same mask as transformers' Gemma 3 `use_bidirectional_attention=True`; `"full"`: `sliding_window - 1`
@@ -281,6 +285,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
 
     # Encoder knobs
     attention: str = "bidirectional"
+    bidirectional_layers: int | None = None
     bidirectional_window: str = "split"
     recurrence_combine: str = "mean"
     recurrence_reverse_weights: str = "tied"
@@ -308,6 +313,10 @@ class GemmaEncoderConfig(PreTrainedConfig):
 
     def _validate_encoder_fields(self) -> None:
         _check_choice("attention", self.attention, ATTENTION_TYPES)
+        _check_range("bidirectional_layers", self.bidirectional_layers, 1, self.num_hidden_layers, allow_none=True)
+        if isinstance(self.bidirectional_layers, float):
+            raise ValueError(f"GemmaEncoderConfig.bidirectional_layers must be a whole number of layers, got "
+                             f"{self.bidirectional_layers!r}.")
         _check_choice("bidirectional_window", self.bidirectional_window, BIDIRECTIONAL_WINDOWS)
         _check_choice("pooling", self.pooling, POOLING_TYPES)
         _check_choice("attention_pooling_probe", self.attention_pooling_probe, ATTENTION_POOLING_PROBES)

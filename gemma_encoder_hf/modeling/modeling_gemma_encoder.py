@@ -282,8 +282,9 @@ class GemmaEncoderAttention(nn.Module):
             out = packed_attention(
                 # Read from the config on every call, like the padded masks, so editing `config.attention` or
                 # `config.bidirectional_window` on a built model applies to both paths.
-                query, key, value, mask, attention_window(self.config, self.layer_type), self.scaling, self.softcap,
-                dropout,
+                query, key, value, mask,
+                attention_window(self.config, self.layer_type, attends_causally(self.config, self.layer_idx)),
+                self.scaling, self.softcap, dropout,
                 self.config._attn_implementation,
             )  # fmt: skip
             return self.o_proj(out.reshape(batch, seq, -1)), None
@@ -520,9 +521,10 @@ class GemmaEncoderRecurrentBlock(nn.Module):
     padded, packed and flattened batches give each text the states it gets alone.
     """
 
-    def __init__(self, config: GemmaEncoderConfig):
+    def __init__(self, config: GemmaEncoderConfig, layer_idx: int):
         super().__init__()
         self.config = config
+        self.layer_idx = layer_idx
         width = config.lru_width
         self.linear_y = nn.Linear(config.hidden_size, width)
         self.linear_x = nn.Linear(config.hidden_size, width)
@@ -542,7 +544,7 @@ class GemmaEncoderRecurrentBlock(nn.Module):
         of a packed batch), computed once per forward for every recurrent layer."""
         x = self.linear_x(hidden_states)
         forward = self._direction(x, starts, self.conv_1d, self.rg_lru)
-        if self.config.attention == "causal":
+        if attends_causally(self.config, self.layer_idx):
             mixed = forward
         else:
             conv, lru = (
@@ -599,7 +601,7 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         self.sandwich = config.use_sandwich_norms
         self.layer_type = config.layer_types[layer_idx]
         if self.layer_type == "linear_attention":
-            self.recurrent_block = GemmaEncoderRecurrentBlock(config)
+            self.recurrent_block = GemmaEncoderRecurrentBlock(config, layer_idx)
         else:
             self.self_attn = GemmaEncoderAttention(config, layer_idx)
         double_wide = config.use_double_wide_mlp and config.reuses_key_values(layer_idx)
@@ -686,15 +688,24 @@ class GemmaEncoderLayer(GradientCheckpointingLayer):
         return post_norm(block_out, residual=residual)
 
 
-def attention_window(config: GemmaEncoderConfig, layer_type: str) -> tuple[int, int]:
+def attends_causally(config: GemmaEncoderConfig, layer_idx: int) -> bool:
+    """Whether layer `layer_idx` keeps the decoder's causal direction: every layer under `attention="causal"`; under
+    `attention="bidirectional"`, the layers below the top `bidirectional_layers`. Read from the config on every call,
+    so editing `config.attention` or `config.bidirectional_layers` on a built model applies to every path."""
+    if config.attention == "causal":
+        return True
+    top = config.bidirectional_layers
+    return top is not None and layer_idx < config.num_hidden_layers - top
+
+
+def attention_window(config: GemmaEncoderConfig, layer_type: str, causal: bool) -> tuple[int, int]:
     """(left, right): a query at i sees keys in [i - left, i + right] of its own text; -1 means unbounded.
 
-    The one place that turns `attention`, `bidirectional_window` (with `native_bidirectional_window`) and
-    `sliding_window` into the span a layer attends
+    The one place that turns the layer's direction (`attends_causally`), `bidirectional_window` (with
+    `native_bidirectional_window`) and `sliding_window` into the span a layer attends
     over (flash-attention's `window_size` convention): padded masks, packed attention, benchmarks and model cards all
     read it from here.
     """
-    causal = config.attention == "causal"
     if layer_type == "full_attention":
         return (-1, 0) if causal else (-1, -1)
     window = config.sliding_window
@@ -732,10 +743,15 @@ def window_mask(length: int, window: tuple[int, int], device: torch.device) -> t
     return allowed
 
 
+def layer_mask_keys(config: GemmaEncoderConfig) -> list[tuple[str, bool]]:
+    """(layer type, attends causally) of each layer: the key of the mask (or text starts) that layer reads."""
+    return [(layer_type, attends_causally(config, i)) for i, layer_type in enumerate(config.layer_types)]
+
+
 def build_attention_masks(
     attention_mask: torch.Tensor, config: GemmaEncoderConfig
-) -> dict[str, torch.Tensor | None]:
-    """Boolean (batch, 1, seq, seq) masks per layer type; True = may attend. None = no masking needed.
+) -> dict[tuple[str, bool], torch.Tensor | None]:
+    """Boolean (batch, 1, seq, seq) masks per (layer type, causal) key; True = may attend. None = no masking needed.
 
     Every query may always attend to itself: a padding query (e.g. position 0 of a left-padded row under causal
     attention) would otherwise have no key at all, and SDPA returns NaN for such rows. Padding outputs are never
@@ -747,19 +763,20 @@ def build_attention_masks(
     # it, so there every mask is built, which is correct with or without padding.
     has_padding = torch.compiler.is_compiling() or not bool(attention_mask.all())
     structure = {
-        layer_type: window_mask(seq, attention_window(config, layer_type), device)
-        for layer_type in set(config.layer_types) - {"linear_attention"}  # recurrent layers take text starts instead
+        (layer_type, causal): window_mask(seq, attention_window(config, layer_type, causal), device)
+        for layer_type, causal in set(layer_mask_keys(config))
+        if layer_type != "linear_attention"  # recurrent layers take text starts instead
     }
     keys = attention_mask.bool()[:, None, None, :]
     eye = torch.eye(seq, dtype=torch.bool, device=device)
     masks = {}
-    for layer_type, allowed in structure.items():
+    for key, allowed in structure.items():
         if allowed is None and not has_padding:
             # SDPA's fastest kernel: an unpadded bidirectional batch, or a window spanning the whole sequence.
-            masks[layer_type] = None
+            masks[key] = None
             continue
         mask = keys if allowed is None else keys & allowed
-        masks[layer_type] = mask | eye
+        masks[key] = mask | eye
     return masks
 
 
@@ -1432,16 +1449,17 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             warn_past_trained_positions(position_ids, self.config.max_position_embeddings)
 
         inputs_embeds, per_layer_inputs, position_ids = self._embed(input_ids, inputs_embeds, position_ids, layout)
+        mask_keys = set(layer_mask_keys(self.config))
+        recurrent_keys = {key for key in mask_keys if key[0] == "linear_attention"}
         if layout is None:
             masks = build_attention_masks(attention_mask, self.config)
-            if "linear_attention" in self.config.layer_types:
-                masks["linear_attention"] = recurrence_starts(attention_mask, position_ids)
+            starts = recurrence_starts(attention_mask, position_ids) if recurrent_keys else None
             padding = ~attention_mask.bool()[..., None]
         else:
-            masks = dict.fromkeys(self.config.layer_types, layout)
-            if "linear_attention" in self.config.layer_types:
-                masks["linear_attention"] = layout.text_starts()
+            masks = dict.fromkeys(mask_keys, layout)
+            starts = layout.text_starts() if recurrent_keys else None
             padding = None
+        masks.update(dict.fromkeys(recurrent_keys, starts))
         hidden_states, all_hidden_states, all_attentions = self._run_layers(
             inputs_embeds, per_layer_inputs, position_ids, masks, padding, output_hidden_states, output_attentions
         )
@@ -1552,7 +1570,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
                 self.config.rope_partial_rotary_factor if layer_type == "full_attention" else 1.0,
             )
             for layer_type, base in self.config.rope_base_for.items()
-            if layer_type in masks
+            if layer_type in {layer_type for layer_type, _ in masks}
         }
         rotary["linear_attention"] = None
         shared_key_values = {} if self.config.num_kv_shared_layers else None
@@ -1571,7 +1589,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
             hidden_states, weights = layer(
                 hidden_states,
                 rotary[layer.layer_type],
-                masks[layer.layer_type],
+                masks[layer.layer_type, attends_causally(self.config, i)],
                 output_attentions,
                 shared_key_values,
                 per_layer_input,
