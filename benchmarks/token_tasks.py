@@ -13,7 +13,9 @@ Every variant starts from the same backbone and is fine-tuned with the same Trai
 - `bidirectional`: the encoder (every token sees the whole input);
 - `causal`: the decoder's own mask, which equals transformers' native causal Gemma backbone with the same head;
 - `bidirectional+mntp`: bidirectional after `--adapt-steps` masked-next-token adaptation steps on the task's own
-  training text, labels dropped (`gemma_encoder_hf.harness.adaptation.adapt`).
+  training text, labels dropped (`gemma_encoder_hf.harness.adaptation.adapt`);
+- `bidirectional-top`: bidirectional in the top `--bidirectional-layers` K layers only, the decoder's causal mask below
+  (`GemmaEncoderConfig.bidirectional_layers`); its rows say `bidirectional-topK`.
 
 Runs are ordered seed by seed (every mode of seed 0 first), and the results files are rewritten after every run, so
 an interrupted benchmark keeps what it measured. `--merge` joins the JSON files of separate runs (one per task or
@@ -50,7 +52,7 @@ from gemma_encoder_hf.harness.token_tasks import (
 from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, load_task_model
 
 RUNS = Path("runs/token_tasks")  # adapted models and Trainer scratch (ignored by git)
-MODES = ("bidirectional", "causal", "bidirectional+mntp")
+MODES = ("bidirectional", "causal", "bidirectional+mntp", "bidirectional-top")
 TITLES = {
     "conll2003": "CoNLL-2003 NER: bidirectional vs causal (entity F1, seqeval)",
     "squad": "SQuAD v1.1 extractive QA: bidirectional vs causal (exact match / F1, torchmetrics)",
@@ -72,6 +74,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--modes", nargs="+", default=["bidirectional", "causal"], choices=MODES)
     parser.add_argument("--adapt-steps", type=int, default=150, help="MNTP steps of the bidirectional+mntp mode")
+    parser.add_argument("--bidirectional-layers", type=int, default=3,
+                        help="top layers that attend both ways in the bidirectional-top mode")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/token_tasks_cpu"))
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
@@ -97,7 +101,7 @@ def main() -> None:
     if args.merge:
         reports = [json.loads(path.read_text()) for path in args.merge]
         rows = [row for report in reports for row in report["runs"]]
-        rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"])))
+        rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"].rstrip("0123456789"))))
         write(args.out, reports[0]["setup"], rows)
         return
     pool, validation = load_task(args)
@@ -115,6 +119,7 @@ def main() -> None:
         "learning_rate": args.learning_rate,
         "head_learning_rate": TrainingConfig.head_learning_rate,
         "adapt_steps": args.adapt_steps if "bidirectional+mntp" in args.modes else None,
+        "bidirectional_layers": args.bidirectional_layers if "bidirectional-top" in args.modes else None,
         "device": torch.cuda.get_device_name() if TrainingConfig(device=args.device).resolved_device() == "cuda"
         else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
@@ -128,6 +133,10 @@ def main() -> None:
             settings = (f"{len(train)}-{seed}-{args.max_length}-{args.epochs}-bs{args.batch_size}"
                         f"-lr{args.learning_rate}-mntp{args.adapt_steps}-{Path(str(args.model)).name}")  # fmt: skip
             for mode in args.modes:
+                knobs = {"attention": "causal" if mode == "causal" else "bidirectional"}
+                if mode == "bidirectional-top":
+                    knobs["bidirectional_layers"] = args.bidirectional_layers
+                    mode = f"{mode}{args.bidirectional_layers}"
                 model_source, adapt_seconds = source, 0.0
                 if mode == "bidirectional+mntp":
                     started = time.perf_counter()
@@ -135,10 +144,7 @@ def main() -> None:
                     model_source = adapt(source, adaptation_texts(args.task, train), adapted, steps=args.adapt_steps,
                                          seed=seed, device=args.device)  # fmt: skip
                     adapt_seconds = time.perf_counter() - started
-                model, tokenizer = load_task_model(
-                    model_class, model_source, seed=seed,
-                    attention="causal" if mode == "causal" else "bidirectional", **labels,
-                )  # fmt: skip
+                model, tokenizer = load_task_model(model_class, model_source, seed=seed, **knobs, **labels)
                 config = TrainingConfig(
                     output_dir=RUNS / f"{args.task}-{mode}-{settings}",
                     epochs=args.epochs,

@@ -239,8 +239,8 @@ def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_di
 
 def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_dir, tmp_path):
     """`run_glue` (what `gemma-encoder finetune --task T SOURCE OUT` runs) adapts on the training split, fine-tunes with
-    the task's recipe and scores the dev-shaped validation split; `evaluate` re-scores the same rows. The recipe's 150
-    adaptation steps are cut to 2 here (CI time); everything else is the task's recipe."""
+    the task's recipe and scores the dev-shaped validation split; `evaluate` re-scores the same rows. The pair recipe
+    skips adaptation; 2 steps are added here so the stage runs too; everything else is the task's recipe."""
     import dataclasses
 
     from gemma_encoder_hf.harness.glue import GLUE_RECIPES, run_glue
@@ -261,6 +261,8 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
         record["metrics"]
     )
     assert record["config"]["attention"] == recipe.attention and record["config"]["pooling"] == recipe.pooling
+    # The pair recipe turns the top 3 layers bidirectional; the tiny encoder has 2, so both.
+    assert recipe.bidirectional_layers == 3 and record["config"]["bidirectional_layers"] == 2
 
     assert cli.main(["evaluate", str(out / "model"), "--task", "rte", "--data", str(ROOT), "--max-length",
                      str(recipe.max_length), "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0

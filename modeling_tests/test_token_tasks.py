@@ -115,6 +115,21 @@ def test_finetune_cli_adapts_on_the_training_text_first(tiny_real_vocab_dir, tmp
     assert record["training"]["max_length"] == RECIPES["conll2003"].max_length  # no flag: the recipe's
 
 
+def test_finetune_cli_bidirectional_layers_reach_the_saved_model(tiny_real_vocab_dir, tmp_path):
+    """--bidirectional-layers N turns only the top N layers bidirectional (recorded, and saved in the config); 0 turns
+    them all, whatever the recipe says."""
+    depth = json.loads((tiny_real_vocab_dir / "config.json").read_text())["num_hidden_layers"]
+    assert depth >= 2
+    for flag, expected in (("1", 1), ("0", None)):
+        out = tmp_path / f"model-{flag}"
+        assert cli_main(["finetune", str(tiny_real_vocab_dir), str(out), "--task", "conll2003",
+                         "--data", str(DATA_ROOT), "--train-examples", "8", "--eval-examples", "8", "--batch-size", "4",
+                         "--bidirectional-layers", flag, "--device", "cpu"]) == 0  # fmt: skip
+        record = json.loads((out / "results.json").read_text())
+        assert record["training"]["bidirectional_layers"] == expected
+        assert json.loads((out / "config.json").read_text())["bidirectional_layers"] == expected
+
+
 def test_finetune_cli_errors(tmp_path, capsys):
     assert cli_main(["finetune", "embedded", str(tmp_path / "x"), "--task", "nope"]) == 2
     assert "gemma-encoder finetune: error: Unknown task 'nope'" in capsys.readouterr().err

@@ -177,7 +177,8 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         args.task, args.source, args.output_dir, train_examples=args.train_examples,
         eval_examples=args.eval_examples, data=args.data,
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
-        attention=args.attention, adapt_steps=args.adapt_steps, seed=args.seed, device=args.device,
+        attention=args.attention, bidirectional_layers=args.bidirectional_layers, adapt_steps=args.adapt_steps,
+        seed=args.seed, device=args.device,
     )  # fmt: skip
     print(json.dumps(record, indent=2))
 
@@ -200,6 +201,8 @@ def _add_finetune(sub) -> None:
     finetune.add_argument("--batch-size", type=int, dest="batch_size")
     finetune.add_argument("--max-length", type=int, dest="max_length")
     finetune.add_argument("--attention", choices=ATTENTION_TYPES, help="default: the task's recipe")
+    finetune.add_argument("--bidirectional-layers", type=int, dest="bidirectional_layers",
+                          help="only the top N layers attend both ways (default: the task's recipe; 0: every layer)")
     finetune.add_argument("--adapt-steps", type=int, dest="adapt_steps",
                           help="masked-next-token steps on the training text first (default: the task's recipe; 0: none)")
     finetune.add_argument("--seed", type=int, default=0)

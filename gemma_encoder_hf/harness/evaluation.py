@@ -39,6 +39,7 @@ RANKING_METRICS = ("ndcg@10", "mrr@10")
 _CONFIG_KEYS = (
     "model_type",
     "attention",
+    "bidirectional_layers",
     "bidirectional_window",
     "pooling",
     "pooling_k",

@@ -30,7 +30,7 @@ from .token_tasks import (
     load_squad,
     split_by_article,
 )
-from .training import TrainingConfig, encoder_dir, load_task_model
+from .training import TrainingConfig, capped_bidirectional_layers, encoder_dir, load_task_model
 
 # Training subsets are drawn with this fixed seed, independent of the run's seed, so that different budgets and seeds
 # see nested, comparable subsets.
@@ -62,6 +62,7 @@ def finetune_task(
     batch_size: int | None = None,
     max_length: int | None = None,
     attention: str | None = None,
+    bidirectional_layers: int | None = None,
     adapt_steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -78,7 +79,9 @@ def finetune_task(
     `eval_examples` scores only the first N validation rows (the rows `gemma-encoder evaluate --max-examples N`
     scores for the token tasks). `adapt_steps`: masked-next-token steps on unlabelled text before fine-tuning
     (token tasks: the training examples' text, `adaptation_texts`; GLUE: the whole training split's); the adapted
-    encoder goes to `output_dir/adapted`. None keeps the recipe's, 0 skips the stage.
+    encoder goes to `output_dir/adapted`. None keeps the recipe's, 0 skips the stage. `bidirectional_layers`: only
+    the top N layers attend both ways (`GemmaEncoderConfig.bidirectional_layers`); None keeps the recipe's, 0 turns
+    every layer bidirectional.
     """
     task = task.lower()
     output_dir = Path(output_dir)
@@ -92,6 +95,8 @@ def finetune_task(
         given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
                      attention=attention, adapt_steps=adapt_steps)  # fmt: skip
         recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
+        if bidirectional_layers is not None:
+            recipe = dataclasses.replace(recipe, bidirectional_layers=bidirectional_layers or None)
         return run_glue(
             task, source, output_dir, train_examples, recipe=recipe, data_root=root_given, seed=seed, device=device,
             cache_dir=cache_dir, show_progress_bar=show_progress_bar,
@@ -114,6 +119,9 @@ def finetune_task(
     )
     attention = attention or recipe.attention
     adapt_steps = recipe.adapt_steps if adapt_steps is None else adapt_steps
+    if bidirectional_layers is None:
+        bidirectional_layers = recipe.bidirectional_layers
+    bidirectional_layers = bidirectional_layers or None  # 0: every layer
 
     if task == "conll2003":
         train_file = Path(data) if data is not None and Path(data).is_file() else root / CONLL_FILES["train"]
@@ -127,11 +135,13 @@ def finetune_task(
         train, validation = _first(train, train_examples), _head(validation, eval_examples)
         model_class, labels, finetune = GemmaEncoderForQuestionAnswering, {}, finetune_qa
         split, path = f"validation-articles(seed={SUBSET_SEED})", squad_file
+    source = encoder_dir(source, cache_dir)
     if adapt_steps > 0:
-        source = adapt(encoder_dir(source, cache_dir), adaptation_texts(task, train), output_dir / "adapted",
-                       steps=adapt_steps, seed=seed, device=device)  # fmt: skip
+        source = adapt(source, adaptation_texts(task, train), output_dir / "adapted", steps=adapt_steps, seed=seed,
+                       device=device)  # fmt: skip
+    bidirectional_layers = capped_bidirectional_layers(source, bidirectional_layers)
     model, tokenizer = load_task_model(model_class, source, cache_dir=cache_dir, seed=seed, attention=attention,
-                                       **labels)  # fmt: skip
+                                       bidirectional_layers=bidirectional_layers, **labels)  # fmt: skip
     result = finetune(model, tokenizer, train, validation, config)
     result.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
@@ -143,7 +153,8 @@ def finetune_task(
     record["training"] = {
         "train_examples": len(train), "epochs": config.epochs, "batch_size": config.batch_size,
         "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
-        "max_length": config.max_length, "attention": attention, "adapt_steps": adapt_steps, "seed": seed,
+        "max_length": config.max_length, "attention": attention, "bidirectional_layers": bidirectional_layers,
+        "adapt_steps": adapt_steps, "seed": seed,
         "train_seconds": round(result.train_seconds, 1),
     }  # fmt: skip
     write_results(output_dir / "results.json", record)

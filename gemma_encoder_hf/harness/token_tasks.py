@@ -51,6 +51,7 @@ class TokenTaskRecipe:
 
     max_length: int
     attention: str = "bidirectional"  # `GemmaEncoderConfig.attention`
+    bidirectional_layers: int | None = None  # only the top N layers bidirectional (capped at the depth); None: all
     epochs: float = 1.0
     batch_size: int = 16
     adapt_steps: int = 0  # masked-next-token steps on the training split's text (`adaptation_texts`) first; 0: none

@@ -334,6 +334,14 @@ def encoder_dir(source: str | Path = "embedded", cache_dir: str | Path = "runs/c
     return folder
 
 
+def capped_bidirectional_layers(folder: str | Path, layers: int | None) -> int | None:
+    """A recipe's `bidirectional_layers` (top layers attending both ways) for the GemmaEncoder in `folder`: a
+    backbone with fewer layers turns all of them bidirectional. None (every layer) stays None."""
+    if layers is None:
+        return None
+    return min(layers, json.loads((Path(folder) / "config.json").read_text())["num_hidden_layers"])
+
+
 def load_task_model(
     model_class: type[PreTrainedModel],
     source: str | Path = "embedded",
