@@ -223,3 +223,10 @@ def test_card_describes_windows_and_recurrences():
         "the text and over the reversed text (`recurrence_combine=gate`, `recurrence_reverse_weights=tied`)"
     )
 
+
+    # Only the top layer bidirectional: the row says which layers keep the decoder's mask.
+    config.bidirectional_layers = 1
+    assert dict(conversion_settings(config, "GemmaEncoderModel"))["Attention"].startswith(
+        "bidirectional in the top 1 of 2 layers, the decoder's causal mask below them (`bidirectional_layers=1`); "
+        "sliding-window layers see ±2 tokens"
+    )
