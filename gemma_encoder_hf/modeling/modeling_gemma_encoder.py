@@ -280,8 +280,8 @@ class GemmaEncoderAttention(nn.Module):
         dropout = self.config.attention_dropout if self.training else 0.0
         if isinstance(mask, PackedLayout):
             out = packed_attention(
-                # Read from the config on every call, like the padded masks, so editing `config.attention` or
-                # `config.bidirectional_window` on a built model applies to both paths.
+                # Read from the config on every call, like the padded masks, so editing `config.attention`,
+                # `config.bidirectional_layers` or `config.bidirectional_window` on a built model applies to both paths.
                 query, key, value, mask,
                 attention_window(self.config, self.layer_type, attends_causally(self.config, self.layer_idx)),
                 self.scaling, self.softcap, dropout,
@@ -1560,6 +1560,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
         def zero_padding(x: torch.Tensor) -> torch.Tensor:
             return x if padding is None else x.masked_fill(padding, 0.0)
 
+        types_in_use = {layer_type for layer_type, _ in masks}  # masks are keyed by (layer type, attends causally)
         rotary = {
             layer_type: rotary_cos_sin(
                 position_ids,
@@ -1570,7 +1571,7 @@ class GemmaEncoderModel(GemmaEncoderPreTrainedModel):
                 self.config.rope_partial_rotary_factor if layer_type == "full_attention" else 1.0,
             )
             for layer_type, base in self.config.rope_base_for.items()
-            if layer_type in {layer_type for layer_type, _ in masks}
+            if layer_type in types_in_use
         }
         rotary["linear_attention"] = None
         shared_key_values = {} if self.config.num_kv_shared_layers else None
