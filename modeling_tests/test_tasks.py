@@ -239,8 +239,8 @@ def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_di
 
 def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_dir, tmp_path):
     """`run_glue` (what `gemma-encoder finetune --task T SOURCE OUT` runs) adapts on the training split, fine-tunes with
-    the task's recipe and scores the dev-shaped validation split; `evaluate` re-scores the same rows. The pair recipe
-    skips adaptation; 2 steps are added here so the stage runs too; everything else is the task's recipe."""
+    the task's recipe and scores the dev-shaped validation split; `evaluate` re-scores the same rows. The recipes skip
+    adaptation; 2 steps are added here so the stage runs too; everything else is the task's recipe."""
     import dataclasses
 
     from gemma_encoder_hf.harness.glue import GLUE_RECIPES, run_glue
