@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default="embedded", help="decoder (folder, Hub id, .gguf, 'embedded') or encoder")
     model.add_argument("--cache-dir", type=Path, default=Path("runs/converted"), help="converted decoders go here")
     model.add_argument("--attention", choices=ATTENTION_TYPES, default="bidirectional")
+    model.add_argument("--bidirectional-layers", type=int,
+                       help="only the top N layers attend both ways (default: every layer; the GLUE recipe: 3)")
     model.add_argument("--pooling", choices=POOLING_TYPES, default="mean")
     model.add_argument("--attention-probe", choices=ATTENTION_POOLING_PROBES, default="query")
     model.add_argument("--dropout", type=float, help="attention, hidden and classifier dropout (default: config's)")
@@ -148,7 +150,8 @@ def main() -> None:
     print(f"{task.name}: {len(pool)} rows -> train {len(train_set)}, validation {len(val_set)} "
           f"(split seed {args.split_seed})")
 
-    knobs = dict(attention=args.attention, pooling=args.pooling, attention_pooling_probe=args.attention_probe)
+    knobs = dict(attention=args.attention, bidirectional_layers=args.bidirectional_layers, pooling=args.pooling,
+                 attention_pooling_probe=args.attention_probe)
     if args.dropout is not None:
         knobs.update(attention_dropout=args.dropout, hidden_dropout=args.dropout, classifier_dropout=args.dropout)
     output_dir = args.output_dir or Path("runs") / f"glue-{task.name}"

@@ -218,13 +218,14 @@ def test_finetune_glue_example_writes_what_the_docs_say(tiny_encoder_dir, tmp_pa
 
 def test_finetune_glue_example_adapts_on_the_training_split_only(tiny_encoder_dir, tmp_path):
     """`--adapt-steps` runs the adaptation stage on every text of the training split (both sides of a pair), never on
-    the validation rows, and fine-tunes the adapted encoder."""
+    the validation rows, and fine-tunes the adapted encoder; `--bidirectional-layers` reaches the saved model."""
     out = tmp_path / "rte"
     command = [sys.executable, str(REPO / "examples" / "finetune_glue.py"), "--task", "rte", "--model",
                str(tiny_encoder_dir), "--train-examples", "16", "--eval-examples", "12", "--max-steps", "2",
                "--max-length", "48", "--no-checkpoints", "--device", "cpu", "--output-dir", str(out),
-               "--adapt-steps", "2", "--adapt-batch-size", "4"]
+               "--adapt-steps", "2", "--adapt-batch-size", "4", "--bidirectional-layers", "1"]
     subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    assert GemmaEncoderConfig.from_pretrained(out / "model").bidirectional_layers == 1
     record = json.loads((out / "adapted" / "adaptation.json").read_text())
     task = data.get_task("rte")
     train_pool, validation = data.train_validation_split(data.load_glue(task, ROOT), task, seed=0)
