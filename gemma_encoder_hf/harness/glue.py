@@ -1,10 +1,11 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
 """The measured recipe for each GLUE task, run end to end: `gemma-encoder finetune --task T SOURCE OUT_DIR`.
 
-Owns: `GLUE_RECIPES` (per task: adaptation steps, attention, pooling, learning rates, warm-up, epochs, tokens), the
-numbers behind each choice live in docs/results.md and benchmarks/results/glue_recipe_cpu.md; and `run_glue`, which
-carves the dev-shaped validation split, adapts the encoder on the training split's unlabelled text when the recipe
-says so, fine-tunes, saves the model and writes a results record.
+Owns: `GLUE_RECIPES` (per task: adaptation steps, attention and how many top layers are bidirectional, pooling,
+learning rates, warm-up, epochs, tokens), the numbers behind each choice live in docs/results.md and
+benchmarks/results/glue_recipe_cpu.md; and `run_glue`, which carves the dev-shaped validation split, adapts the encoder
+on the training split's unlabelled text when the recipe says so, fine-tunes, saves the model and writes a results
+record.
 """
 
 from __future__ import annotations
