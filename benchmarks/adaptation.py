@@ -1,8 +1,9 @@
 # Copyright 2026 The gemma-encoder-hf authors. Licensed under the Apache License, Version 2.0.
 """Does a short MNTP/MLM adaptation stage let the bidirectional encoder match the causal classifier at small budgets?
 
-Accuracy against training-set size on SST-2 and MRPC (our own validation split carved from the official train set,
-the same for every size), for seven variants of the embedded Gemma 3 270M:
+Quality against training-set size on any GLUE task of `--task` (accuracy, and the task's headline metric: MRPC F1,
+STS-B Pearson, CoLA MCC), scored on the dev-shaped validation split carved from the official train set (the same for
+every size), for seven variants of the embedded Gemma 3 270M:
 
     native          transformers' Gemma3TextForSequenceClassification (causal, last token, linear head)
     causal          our encoder, attention="causal" (pooling --causal-pooling, default last token)
@@ -40,7 +41,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import gemma_encoder_hf
 from gemma_encoder_hf.harness.adaptation import adapt, default_corpus
-from gemma_encoder_hf.harness.data import DATA_ENV_VAR, get_task, load_glue, subsample, train_validation_split
+from gemma_encoder_hf.harness.data import (
+    DATA_ENV_VAR,
+    GLUE_TASKS,
+    get_task,
+    load_glue,
+    subsample,
+    train_validation_split,
+)
 from gemma_encoder_hf.harness.glue import adaptation_texts
 from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
 
@@ -270,7 +278,9 @@ def report(paths: list[Path]) -> str:
     for task in sorted({r["task"] for r in records}):
         rows = [r for r in records if r["task"] == task]
         sizes = sorted({r["size"] for r in rows}, key=lambda s: float("inf") if s == "full" else int(s))
-        metrics = dict.fromkeys(["accuracy", get_task(task).main_metric])
+        # Accuracy for every classification task, plus the headline metric where it differs (STS-B: Pearson only).
+        spec = get_task(task)
+        metrics = [m for m in dict.fromkeys(["accuracy", spec.main_metric]) if m in spec.metrics]
         for metric in metrics:
             lines.append(f"\n{task} {metric} (mean over seeds, [min-max], n seeds), by training examples\n")
             lines.append("| variant | " + " | ".join(sizes) + " |")
@@ -307,7 +317,7 @@ ADAPT_DEFAULTS = {name: p.default for name, p in inspect.signature(adapt).parame
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="sst2", choices=("sst2", "mrpc", "rte", "cola", "qnli"))
+    parser.add_argument("--task", default="sst2", choices=sorted(GLUE_TASKS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--sizes", nargs="+", default=["500", "2000", "8000"], help="training examples, or 'full'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

@@ -271,6 +271,25 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
     assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
 
 
+def test_adaptation_benchmark_reports_each_task_by_its_own_metrics(tmp_path):
+    """`benchmarks/adaptation.py --report` tables every task by the metrics it has: MRPC by accuracy and F1, STS-B (a
+    regression, no accuracy) by Pearson; seeds are averaged per (variant, size)."""
+    def record(task, variant, seed, metrics):
+        return {"task": task, "variant": variant, "size": "2000", "seed": seed, "metrics": metrics, "model": {}}
+
+    results = {
+        "mrpc/native/2000/seed0": record("mrpc", "native", 0, {"accuracy": 0.75, "f1": 0.8}),
+        "stsb/native/2000/seed0": record("stsb", "native", 0, {"pearson": 0.8, "spearmanr": 0.79}),
+        "stsb/native/2000/seed1": record("stsb", "native", 1, {"pearson": 0.9, "spearmanr": 0.88}),
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    report = subprocess.run([sys.executable, str(REPO / "benchmarks" / "adaptation.py"), "--report", str(path)],
+                            check=True, capture_output=True, text=True).stdout
+    titles = [line.split(" (")[0] for line in report.splitlines() if "(mean over seeds" in line]
+    assert titles == ["mrpc accuracy", "mrpc f1", "stsb pearson"]
+    assert "| native | 0.850 [0.800-0.900] (2) |" in report.split("stsb pearson")[1]
+
 def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
     assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(tmp_path), "--train-examples", "0"]) == 2
     assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
