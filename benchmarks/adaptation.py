@@ -15,10 +15,10 @@ every size), for seven variants of the embedded Gemma 3 270M:
     bidir-top       bidirectional in the top --bidirectional-layers K layers only, the decoder's causal mask below
                     (recorded as bidir-topK), no adaptation
 
-Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings; each
-result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation resumes where it
-stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100) fill the same file. Adapted
-encoders are built once per (corpus, objective, steps) and reused by every size and seed.
+Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser
+settings; each result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation
+resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100) fill the
+same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and seed.
 
     python benchmarks/adaptation.py --task sst2 --sizes 500 2000 --seeds 0 1               # CPU, small
     python benchmarks/adaptation.py --task sst2 --variants adapted-task --sizes full --device cuda
