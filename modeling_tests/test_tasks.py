@@ -290,6 +290,7 @@ def test_adaptation_benchmark_reports_each_task_by_its_own_metrics(tmp_path):
     assert titles == ["mrpc accuracy", "mrpc f1", "stsb pearson"]
     assert "| native | 0.850 [0.800-0.900] (2) |" in report.split("stsb pearson")[1]
 
+
 def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
     assert cli.main(["finetune", "--task", "rte", str(tiny_encoder_dir), str(tmp_path), "--train-examples", "0"]) == 2
     assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
