@@ -271,6 +271,24 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
     assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
 
 
+def test_cola_recipe_keeps_the_decoders_causal_attention(tiny_encoder_dir, tmp_path):
+    """CoLA's recipe is the one GLUE recipe without bidirectional layers (causal attention, last-token pooling): the
+    saved model is causal, and its outputs are the decoder's, the same whatever follows a token."""
+    from gemma_encoder_hf.harness.glue import run_glue
+
+    record = run_glue("cola", tiny_encoder_dir, tmp_path / "cola", 16, data_root=ROOT, device="cpu",
+                      show_progress_bar=False)
+    assert record["recipe"]["attention"] == "causal" and record["recipe"]["bidirectional_layers"] is None
+    model = GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "cola" / "model").eval()
+    assert (model.config.attention, model.config.pooling) == ("causal", "last")
+    ids = torch.tensor([[2, 10, 11, 12, 13]])
+    with torch.no_grad():
+        states = model.model(input_ids=ids).last_hidden_state
+        changed = model.model(input_ids=torch.tensor([[2, 10, 11, 12, 99]])).last_hidden_state
+    torch.testing.assert_close(states[:, :4], changed[:, :4])
+    assert "matthews_correlation" in record["metrics"]
+
+
 def test_adaptation_benchmark_reports_each_task_by_its_own_metrics(tmp_path):
     """`benchmarks/adaptation.py --report` tables every task by the metrics it has: MRPC by accuracy and F1, STS-B (a
     regression, no accuracy) by Pearson; seeds are averaged per (variant, size)."""
@@ -296,6 +314,12 @@ def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
     assert "gemma-encoder finetune: error: train_examples=0: ask for at least 1" in capsys.readouterr().err
     assert cli.main(["finetune", "--task", "mnli", str(tiny_encoder_dir), str(tmp_path)]) == 2
     assert "gemma-encoder finetune: error: Unknown task 'mnli'" in capsys.readouterr().err
+    # A layer count with causal attention would be saved in the config and change nothing: CoLA's recipe is causal.
+    for task, extra in (("cola", []), ("sst2", ["--attention", "causal"]), ("conll2003", ["--attention", "causal"])):
+        argv = ["finetune", "--task", task, str(tiny_encoder_dir), str(tmp_path), "--bidirectional-layers", "1", *extra]
+        assert cli.main(argv) == 2, task
+        assert "bidirectional_layers=1 turns the top layers of a bidirectional encoder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------------------------------

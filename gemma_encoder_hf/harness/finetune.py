@@ -49,6 +49,15 @@ def _head(dataset, n: int | None):
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
 
 
+def _check_layers_are_bidirectional(layers: int, attention: str, task: str) -> None:
+    """A layer count with causal attention (given, or CoLA's recipe) would sit in the config and change nothing."""
+    if attention != "bidirectional":
+        raise ValueError(
+            f"bidirectional_layers={layers} turns the top layers of a bidirectional encoder, but {task} runs with "
+            f"attention={attention!r}; pass attention='bidirectional' (--attention bidirectional) with it."
+        )
+
+
 def finetune_task(
     task: str,
     source: str | Path,
@@ -96,6 +105,7 @@ def finetune_task(
                      attention=attention, adapt_steps=adapt_steps)  # fmt: skip
         recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
         if bidirectional_layers is not None:
+            _check_layers_are_bidirectional(bidirectional_layers, recipe.attention, task)
             recipe = dataclasses.replace(recipe, bidirectional_layers=bidirectional_layers or None)
         return run_glue(
             task, source, output_dir, train_examples, recipe=recipe, data_root=root_given, seed=seed, device=device,
@@ -121,6 +131,8 @@ def finetune_task(
     adapt_steps = recipe.adapt_steps if adapt_steps is None else adapt_steps
     if bidirectional_layers is None:
         bidirectional_layers = recipe.bidirectional_layers
+    else:
+        _check_layers_are_bidirectional(bidirectional_layers, attention, task)
     bidirectional_layers = bidirectional_layers or None  # 0: every layer
 
     if task == "conll2003":
