@@ -90,7 +90,7 @@ def finetune_task(
     (token tasks: the training examples' text, `adaptation_texts`; GLUE: the whole training split's); the adapted
     encoder goes to `output_dir/adapted`. None keeps the recipe's, 0 skips the stage. `bidirectional_layers`: only
     the top N layers attend both ways (`GemmaEncoderConfig.bidirectional_layers`); None keeps the recipe's, 0 turns
-    every layer bidirectional.
+    every layer bidirectional; a ValueError when the attention is causal (given, or CoLA's recipe).
     """
     task = task.lower()
     output_dir = Path(output_dir)
