@@ -316,7 +316,8 @@ def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
     assert "gemma-encoder finetune: error: Unknown task 'mnli'" in capsys.readouterr().err
     # A layer count with causal attention would be saved in the config and change nothing: CoLA's recipe is causal.
     for task, extra in (("cola", []), ("sst2", ["--attention", "causal"]), ("conll2003", ["--attention", "causal"])):
-        argv = ["finetune", "--task", task, str(tiny_encoder_dir), str(tmp_path), "--bidirectional-layers", "1", *extra]
+        argv = ["finetune", "--task", task, str(tiny_encoder_dir), str(tmp_path), "--bidirectional-layers", "1",
+                "--data", str(ROOT), *extra]
         assert cli.main(argv) == 2, task
         assert "bidirectional_layers=1 turns the top layers of a bidirectional encoder" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
