@@ -66,3 +66,25 @@ def test_round_trip_through_dict_keeps_every_knob(tmp_path):
     for name in ("attention", "pooling", "attention_pooling_probe", "pooling_k", "hidden_dropout", "ranking_loss",
                  "ranking_group_size", "num_labels", "layer_types"):
         assert getattr(loaded, name) == getattr(config, name), name
+
+
+@pytest.mark.parametrize(
+    "override, error, message",
+    [
+        ({"attention": "sideways"}, ValueError, r"GemmaEncoderConfig\.attention='sideways'"),
+        ({"pooling": "max"}, ValueError, r"GemmaEncoderConfig\.pooling='max'"),
+        ({"bidirectional_layers": 3}, ValueError, r"bidirectional_layers=3 .*\[1, 2\]"),
+        ({"pooling": "attention", "attention_pooling_num_heads": 3}, ValueError, "must divide hidden_size"),
+        ({"poolng": "last"}, TypeError, r"'poolng'; did you mean 'pooling'"),
+    ],
+)
+def test_from_pretrained_overrides_are_checked_like_constructor_arguments(tmp_path, override, error, message):
+    """transformers applies `from_pretrained(path, **overrides)` with setattr after the config is built, past the
+    constructor's checks; a bad override must still be refused, not saved and run."""
+    GemmaEncoderConfig(num_hidden_layers=2).save_pretrained(tmp_path)
+    with pytest.raises(error, match=message):
+        GemmaEncoderConfig.from_pretrained(tmp_path, **override)
+    loaded, unused = GemmaEncoderConfig.from_pretrained(
+        tmp_path, pooling="last", bidirectional_layers=1, device_map="cpu", return_unused_kwargs=True
+    )
+    assert (loaded.pooling, loaded.bidirectional_layers, unused) == ("last", 1, {"device_map": "cpu"})

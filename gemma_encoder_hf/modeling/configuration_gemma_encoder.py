@@ -403,7 +403,12 @@ class GemmaEncoderConfig(PreTrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs) -> "GemmaEncoderConfig":
         """Refuse a config of another model type. transformers only logs a warning there, and the checkpoint's weights
-        would then partly load by name (`q_proj`, `mlp.up_proj`, norms) under Gemma's conventions: wrong numbers."""
+        would then partly load by name (`q_proj`, `mlp.up_proj`, norms) under Gemma's conventions: wrong numbers.
+
+        Overrides (`from_pretrained(path, pooling="last")`) are checked like constructor arguments: transformers sets
+        them with `setattr` after the config is built, past `__post_init__`, so `attention="sideways"` would otherwise
+        load and run as bidirectional, and `poolng="last"` would reach the model's constructor as an unknown
+        argument."""
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ValueError(
@@ -411,7 +416,11 @@ class GemmaEncoderConfig(PreTrainedConfig):
                 "checkpoint. Convert a Gemma decoder or T5Gemma encoder with GemmaEncoderModel.from_decoder(path); "
                 "other architectures are not supported."
             )
-        return super().from_dict(config_dict, **kwargs)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        _refuse_misspelt_fields(cls, {key: value for key, value in kwargs.items() if key not in fields})
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._validate_encoder_fields()
+        return loaded
 
     def head_dim_for(self, layer_type: str) -> int:
         """Head width of the layers of `layer_type`."""
