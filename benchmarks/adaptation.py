@@ -16,9 +16,10 @@ every size), for seven variants of the embedded Gemma 3 270M:
                     (recorded as bidir-topK), no adaptation
 
 Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser
-settings; each result is appended to a JSON file keyed by (task, variant, size, seed), so an interrupted invocation
-resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100) fill the
-same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and seed.
+settings; each result is appended to a JSON file keyed by (task, variant, size, seed), the variant's label carrying
+its layer count and any pooling other than its default (bidir-top3, bidir-top3-last, causal-mean), so an interrupted
+invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100)
+fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and seed.
 
     python benchmarks/adaptation.py --task sst2 --sizes 500 2000 --seeds 0 1               # CPU, small
     python benchmarks/adaptation.py --task sst2 --variants adapted-task --sizes full --device cuda
@@ -167,18 +168,26 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
 
 
 def variant_label(args: argparse.Namespace, variant: str) -> str:
-    """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6)."""
-    return f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
+    """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6), and a pooling
+    other than the variant's default is appended (bidir-top3-last, causal-mean)."""
+    if variant == "native":
+        return variant
+    if variant == "causal":
+        return variant if args.causal_pooling == "last" else f"{variant}-{args.causal_pooling}"
+    label = f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
+    return label if args.pooling == "mean" else f"{label}-{args.pooling}"
 
 
 def variant_order(labels: set[str]) -> list[str]:
-    """Labels in VARIANTS order; bidir-topK labels where bidir-top stands, by K."""
+    """Labels in VARIANTS order; bidir-topK labels where bidir-top stands, by K; other poolings after the default."""
     rank = {variant: i for i, variant in enumerate(VARIANTS)}
 
-    def key(label: str) -> tuple[int, int]:
-        if label.startswith("bidir-top") and label != "bidir-top":
-            return rank["bidir-top"], int(label.removeprefix("bidir-top"))
-        return rank.get(label, len(VARIANTS)), 0
+    def key(label: str) -> tuple[int, int, str]:
+        variant = max((v for v in VARIANTS if label == v or label.startswith(v + ("" if v == "bidir-top" else "-"))),
+                      key=len, default=label)
+        rest = label.removeprefix(variant)
+        layers, _, pooling = rest.partition("-") if variant == "bidir-top" else ("", "", rest.removeprefix("-"))
+        return rank.get(variant, len(VARIANTS)), int(layers or 0), pooling
 
     return sorted(labels, key=key)
 
@@ -303,7 +312,7 @@ def report(paths: list[Path]) -> str:
         lines.append("\n| adaptation | texts | steps x batch | minutes | s/step | device | mean MNTP loss |")
         lines.append("|---|---|---|---|---|---|---|")
     for (task, variant), a in sorted(adaptations.items()):
-        corpus = f"{task} training split" if variant == "adapted-task" else "MS MARCO passages"
+        corpus = f"{task} training split" if variant.startswith("adapted-task") else "MS MARCO passages"
         lines.append(
             f"| {a['objective']} on {corpus} ({task} runs) | {a['num_texts']} | {a['steps']} x {a['batch_size']} | "
             f"{a['train_seconds'] / 60:.1f} | {a['seconds_per_step']} | {a['device']} | {a['mean_loss']} |"

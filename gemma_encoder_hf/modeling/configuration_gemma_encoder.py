@@ -218,7 +218,7 @@ class GemmaEncoderConfig(PreTrainedConfig):
     Like every `PreTrainedConfig`, the config stores keyword arguments it does not know (saved configs carry
     `architectures`, `auto_map`, `transformers_version`, ...), except a close misspelling of one of the fields above
     (`poolng`, `atention`): that raises a `TypeError` naming the intended field, since storing it would silently leave
-    the field at its default.
+    the field at its default. Overrides given to `from_pretrained` are checked the same way as constructor arguments.
     """
 
     model_type = "gemma_encoder"
