@@ -15,11 +15,12 @@ every size), for seven variants of the embedded Gemma 3 270M:
     bidir-top       bidirectional in the top --bidirectional-layers K layers only, the decoder's causal mask below
                     (recorded as bidir-topK), no adaptation
 
-Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser
-settings; each result is appended to a JSON file keyed by (task, variant, size, seed), the variant's label carrying
-its layer count and any pooling other than its default (bidir-top3, bidir-top3-last, causal-mean), so an interrupted
-invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on an H100)
-fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and seed.
+Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings;
+each result is appended to a JSON file keyed by (task, variant, size, seed), the variant's label carrying its layer
+count, any pooling other than its default and any head width (bidir-top3, bidir-top3-last, causal-head0), so an
+interrupted invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on
+an H100) fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and
+seed.
 
     python benchmarks/adaptation.py --task sst2 --sizes 500 2000 --seeds 0 1               # CPU, small
     python benchmarks/adaptation.py --task sst2 --variants adapted-task --sizes full --device cuda
@@ -134,6 +135,8 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
         )
         return model, tokenizer, {"class": type(model).__name__}
     knobs = {"classifier_dropout": args.classifier_dropout}
+    if args.classifier_hidden_size is not None:
+        knobs["classifier_hidden_size"] = args.classifier_hidden_size
     info: dict = {}
     if variant == "causal":
         knobs.update(attention="causal", pooling=args.causal_pooling)
@@ -168,14 +171,17 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
 
 
 def variant_label(args: argparse.Namespace, variant: str) -> str:
-    """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6), and a pooling
-    other than the variant's default is appended (bidir-top3-last, causal-mean)."""
+    """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6); a pooling other
+    than the variant's default and a head width other than the config's are appended (bidir-top3-last, causal-mean,
+    causal-head0)."""
     if variant == "native":
         return variant
     if variant == "causal":
-        return variant if args.causal_pooling == "last" else f"{variant}-{args.causal_pooling}"
-    label = f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
-    return label if args.pooling == "mean" else f"{label}-{args.pooling}"
+        label = variant if args.causal_pooling == "last" else f"{variant}-{args.causal_pooling}"
+    else:
+        label = f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
+        label = label if args.pooling == "mean" else f"{label}-{args.pooling}"
+    return label if args.classifier_hidden_size is None else f"{label}-head{args.classifier_hidden_size}"
 
 
 def variant_order(labels: set[str]) -> list[str]:
@@ -353,6 +359,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--causal-pooling", default="last", dest="causal_pooling", choices=("mean", "last"))
     parser.add_argument("--classifier-dropout", type=float, dest="classifier_dropout",
                         default=gemma_encoder_hf.GemmaEncoderConfig.classifier_dropout)
+    parser.add_argument("--classifier-hidden-size", type=int, dest="classifier_hidden_size",
+                        help="width of our head's hidden layer (0: one linear layer, like native's); default: the "
+                             "config's (hidden_size)")
     parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction,
                         default=TrainingConfig.freeze_embeddings, dest="freeze_embeddings")
     # adaptation

@@ -309,11 +309,11 @@ def test_adaptation_benchmark_reports_each_task_by_its_own_metrics(tmp_path):
     assert "| native | 0.850 [0.800-0.900] (2) |" in report.split("stsb pearson")[1]
 
 
-def test_adaptation_benchmark_files_each_pooling_under_its_own_label(tmp_path):
-    """A run with a pooling other than its variant's default must not be skipped as done (results are keyed by
-    label) nor averaged with the default's; the report orders layer counts by number and poolings after the
-    default."""
-    labels = ["bidir-top10", "causal-mean", "bidir-top3-last", "native", "causal", "bidir-top3", "bidir"]
+def test_adaptation_benchmark_files_each_pooling_and_head_under_its_own_label(tmp_path):
+    """A run with a pooling or head width other than its variant's default must not be skipped as done (results
+    are keyed by label) nor averaged with the default's; the report orders layer counts by number and other settings
+    after the default."""
+    labels = ["bidir-top10", "causal-mean-head0", "bidir-top3-last-head0", "native", "causal", "bidir-top3", "bidir"]
     results = {
         f"mrpc/{label}/2000/seed0": {"task": "mrpc", "variant": label, "size": "2000", "seed": 0,
                                      "metrics": {"accuracy": 0.5 + i / 100, "f1": 0.6}, "model": {}}
@@ -326,7 +326,7 @@ def test_adaptation_benchmark_files_each_pooling_under_its_own_label(tmp_path):
     script = [sys.executable, str(REPO / "benchmarks" / "adaptation.py")]
     runs = [
         (["--variants", "bidir-top", "causal", "--bidirectional-layers", "3", "--pooling", "last",
-          "--causal-pooling", "mean"], ["bidir-top3-last", "causal-mean"]),
+          "--causal-pooling", "mean", "--classifier-hidden-size", "0"], ["bidir-top3-last-head0", "causal-mean-head0"]),
         (["--variants", "native", "causal", "bidir"], ["native", "causal", "bidir"]),
     ]
     for extra, expected in runs:
@@ -337,8 +337,9 @@ def test_adaptation_benchmark_files_each_pooling_under_its_own_label(tmp_path):
     report = subprocess.run(script + ["--report", str(path)], check=True, capture_output=True, text=True).stdout
     table = report.split("mrpc accuracy")[1].split("mrpc f1")[0]
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines() if line.startswith("| ")][1:]
-    assert rows == ["native", "causal", "causal-mean", "bidir", "bidir-top3", "bidir-top3-last", "bidir-top10"]
-    assert "| bidir-top3-last | 0.520 (1) |" in table
+    assert rows == ["native", "causal", "causal-mean-head0", "bidir", "bidir-top3", "bidir-top3-last-head0",
+                    "bidir-top10"]
+    assert "| bidir-top3-last-head0 | 0.520 (1) |" in table
 
 
 def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
