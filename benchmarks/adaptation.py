@@ -185,7 +185,8 @@ def variant_label(args: argparse.Namespace, variant: str) -> str:
 
 
 def variant_order(labels: set[str]) -> list[str]:
-    """Labels in VARIANTS order; bidir-topK labels where bidir-top stands, by K; other poolings after the default."""
+    """Labels in VARIANTS order; bidir-topK labels where bidir-top stands, by K; other poolings and heads after the
+    default."""
     rank = {variant: i for i, variant in enumerate(VARIANTS)}
 
     def key(label: str) -> tuple[int, int, str]:
