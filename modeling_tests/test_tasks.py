@@ -272,8 +272,9 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
 
 
 def test_cola_recipe_keeps_the_decoders_causal_attention(tiny_encoder_dir, tmp_path):
-    """CoLA's recipe is the one GLUE recipe without bidirectional layers (causal attention, last-token pooling): the
-    saved model is causal, and its outputs are the decoder's, the same whatever follows a token."""
+    """CoLA's recipe is the one GLUE recipe without bidirectional layers (causal attention, last-token pooling, a
+    linear head like native's): the saved model is causal, and its outputs are the decoder's, the same whatever
+    follows a token."""
     from gemma_encoder_hf.harness.glue import run_glue
 
     record = run_glue("cola", tiny_encoder_dir, tmp_path / "cola", 16, data_root=ROOT, device="cpu",
@@ -281,6 +282,8 @@ def test_cola_recipe_keeps_the_decoders_causal_attention(tiny_encoder_dir, tmp_p
     assert record["recipe"]["attention"] == "causal" and record["recipe"]["bidirectional_layers"] is None
     model = GemmaEncoderForSequenceClassification.from_pretrained(tmp_path / "cola" / "model").eval()
     assert (model.config.attention, model.config.pooling) == ("causal", "last")
+    # A single linear layer over the pooled state: no hidden layer, the projection reads hidden_size features.
+    assert model.score.dense is None and model.score.out_proj.in_features == model.config.hidden_size
     ids = torch.tensor([[2, 10, 11, 12, 13]])
     with torch.no_grad():
         states = model.model(input_ids=ids).last_hidden_state
