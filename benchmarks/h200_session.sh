@@ -45,7 +45,7 @@ pack)
     rm -rf "$X" && mkdir -p "$X/base/whl" /tmp/h200-pack/tokdir
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$X/base/whl" \
-        transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0
+        transformers==5.25.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0
     python3 -m pip wheel -q --no-deps -w "$X/base/whl" seqeval==1.2.2
     cp "$E"/config.json "$E"/tokenizer.json "$E"/tokenizer_config.json /tmp/h200-pack/tokdir/
     tar czf "$X/base/tok.tgz" -C /tmp/h200-pack tokdir

@@ -1,4 +1,4 @@
-"""transformers' own common model tests, vendored from the transformers 5.24.0 sdist (PyPI `transformers-5.24.0.tar.gz`).
+"""transformers' own common model tests, vendored from the transformers 5.25.0 sdist (PyPI `transformers-5.25.0.tar.gz`).
 
 `test_modeling_common.py` and `test_configuration_common.py` are the release's `tests/` files, unmodified, under the
 Apache License 2.0 (LICENSE here, and the header of each file). The sdist does not ship the three modules they import

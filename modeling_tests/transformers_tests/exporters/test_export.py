@@ -1,4 +1,4 @@
-"""Stand-in for transformers' `tests/exporters/test_export.py`, which the 5.24.0 sdist does not ship.
+"""Stand-in for transformers' `tests/exporters/test_export.py`, which the 5.25.0 sdist does not ship.
 
 `ModelTesterMixin` derives from `ExportTesterMixin` to inherit the exporter tests (torch.export, ONNX, ExecuTorch).
 This stand-in adds none: the torch.export tests of the GemmaEncoder classes are written in

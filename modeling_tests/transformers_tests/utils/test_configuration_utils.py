@@ -1,7 +1,7 @@
-"""Stand-in for transformers' `tests/utils/test_configuration_utils.py`, which the 5.24.0 sdist does not ship.
+"""Stand-in for transformers' `tests/utils/test_configuration_utils.py`, which the 5.25.0 sdist does not ship.
 
 `ConfigTester.check_config_arguments_init` builds a config from `config_common_kwargs` and checks that every one of
-them is stored. These are the attributes every `PreTrainedConfig` of transformers 5.24 accepts, each set to a value
+them is stored. These are the attributes every `PreTrainedConfig` of transformers 5.25 accepts, each set to a value
 other than its default.
 """
 
