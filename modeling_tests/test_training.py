@@ -1,4 +1,5 @@
-"""Training integrations: gradient checkpointing and DDP through `accelerate launch` with the Trainer."""
+"""Training integrations: gradient checkpointing, DDP through `accelerate launch` with the Trainer, and the cache of
+converted encoders that the training entry points start from (`encoder_dir`)."""
 
 from pathlib import Path
 
@@ -69,3 +70,52 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path):
     # The ranks trained on different shards: only the all-reduce keeps them equal, and they did move.
     moved = [name for name in init if not torch.equal(init[name], rank0[name])]
     assert "score.out_proj.weight" in moved and any(name.startswith("model.layers.") for name in moved)
+
+
+def fake_conversion(calls: list[Path], interrupt_first: bool = False, winner: Path | None = None):
+    """A stand-in for `convert` that writes config.json, then the weights, as save_pretrained does. It can be
+    interrupted between the two on its first call (Ctrl-C), or find that another process (`winner`) finished the same
+    cache entry while it was converting."""
+
+    def convert(source, out):
+        calls.append(Path(out))
+        Path(out, "config.json").write_text('{"model_type": "gemma_encoder"}')
+        if interrupt_first and len(calls) == 1:
+            raise KeyboardInterrupt
+        Path(out, "model.safetensors").write_bytes(b"ours")
+        if winner is not None:
+            winner.mkdir(parents=True)
+            (winner / "config.json").write_text('{"model_type": "gemma_encoder"}')
+            (winner / "model.safetensors").write_bytes(b"theirs")
+
+    return convert
+
+
+def test_encoder_dir_never_leaves_a_half_converted_cache_entry(tmp_path, monkeypatch):
+    """`encoder_dir` reuses any cache entry with a config.json. A conversion interrupted after config.json was written
+    (the weights come after it) must leave no entry, so the next call converts again; the call after that reuses it."""
+    from gemma_encoder_hf.harness import training
+
+    calls: list[Path] = []
+    monkeypatch.setattr(training, "convert", fake_conversion(calls, interrupt_first=True))
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        training.encoder_dir("some/decoder", cache)
+    assert list(cache.iterdir()) == []  # neither the entry nor the staging folder
+    folder = training.encoder_dir("some/decoder", cache)
+    assert folder == cache / "some_decoder" and (folder / "model.safetensors").read_bytes() == b"ours"
+    assert training.encoder_dir("some/decoder", cache) == folder and len(calls) == 2
+    assert [p.name for p in cache.iterdir()] == ["some_decoder"]
+
+
+def test_encoder_dir_keeps_the_entry_another_process_finished_first(tmp_path, monkeypatch):
+    """Two processes converting the same source at once: the one that finishes second uses the first one's entry and
+    removes its own staging folder, instead of writing over files the first may already be reading."""
+    from gemma_encoder_hf.harness import training
+
+    cache = tmp_path / "cache"
+    calls: list[Path] = []
+    monkeypatch.setattr(training, "convert", fake_conversion(calls, winner=cache / "some_decoder"))
+    folder = training.encoder_dir("some/decoder", cache)
+    assert (folder / "model.safetensors").read_bytes() == b"theirs"
+    assert [p.name for p in cache.iterdir()] == ["some_decoder"] and not calls[0].exists()

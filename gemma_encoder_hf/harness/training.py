@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,8 +331,23 @@ def encoder_dir(source: str | Path = "embedded", cache_dir: str | Path = "runs/c
     if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "gemma_encoder":
         return folder
     folder = Path(cache_dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", str(source)).strip("_")
-    if not (folder / "config.json").is_file():
-        convert(source, folder)
+    if (folder / "config.json").is_file():
+        return folder
+    # Convert into a staging folder beside the entry and rename it into place: save_pretrained writes config.json
+    # before the weights, so converting in place would leave an interrupted conversion looking finished, and two
+    # processes converting at once would write over each other's files.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        convert(source, staging)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / "config.json").is_file():
+                raise
+            # Another process renamed its conversion into place first: use that one.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
