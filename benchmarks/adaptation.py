@@ -52,7 +52,7 @@ from gemma_encoder_hf.harness.data import (
     train_validation_split,
 )
 from gemma_encoder_hf.harness.glue import adaptation_texts
-from gemma_encoder_hf.harness.training import TrainingConfig, finetune_classifier
+from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, finetune_classifier
 
 VARIANTS = ("native", "causal", "bidir", "bidir-top", "adapted-task", "adapted-generic", "contrastive")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -65,12 +65,6 @@ DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parent
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def encoder_dir(work_dir: Path) -> Path:
-    """The embedded Gemma 3 270M converted to a GemmaEncoder folder (weights + prepared tokenizer)."""
-    out = work_dir / "encoder"
-    if not (out / "config.json").exists():
-        gemma_encoder_hf.convert("embedded", out)
-    return out
 
 
 def native_dir(work_dir: Path) -> Path:
@@ -108,7 +102,7 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
     if not (out / "adaptation.json").exists():
         texts = task_texts if corpus == "task" else default_corpus(args.data)
         adapt(
-            encoder_dir(args.work_dir),
+            encoder_dir("embedded", args.work_dir),
             texts,
             out,
             objective=args.objective,
@@ -127,7 +121,7 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
 def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[str]):
     """(model, tokenizer, description) of one variant. Every variant uses our tokenizer (pair template
     `<bos> A <eos> B`), so differences come from the model, not from how pairs are joined."""
-    enc = encoder_dir(args.work_dir)
+    enc = encoder_dir("embedded", args.work_dir)
     tokenizer = AutoTokenizer.from_pretrained(enc)
     if variant == "native":
         model = AutoModelForSequenceClassification.from_pretrained(
