@@ -65,8 +65,6 @@ DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parent
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-
-
 def native_dir(work_dir: Path) -> Path:
     """The same GGUF as transformers' own decoder checkpoint (it refuses to save a GGUF-loaded model, so the tensors
     are written directly; the tied LM head is the embedding and is left out). The config loses its GGUF
