@@ -43,7 +43,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel
 
-from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
+from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel
+from gemma_encoder_hf.harness.training import encoder_dir
 from gemma_encoder_hf.modeling.modeling_gemma_encoder import attends_causally, attention_window
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,11 +71,7 @@ NOMINAL_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 def default_model_dir() -> Path:
     """The embedded Gemma 3 270M converted once into the user cache (later runs load it in seconds)."""
-    target = Path.home() / ".cache" / "gemma_encoder_hf" / "bench" / "gemma3-270m-encoder"
-    if not (target / "config.json").exists():
-        print(f"converting the embedded Gemma 3 270M into {target} (once)", flush=True)
-        convert("embedded", target)
-    return target
+    return encoder_dir("embedded", Path.home() / ".cache" / "gemma_encoder_hf" / "bench")
 
 
 def load_ours(args, device: torch.device, dtype: torch.dtype) -> GemmaEncoderModel:
