@@ -10,6 +10,8 @@ every size), for seven variants of the embedded Gemma 3 270M:
     bidir           our encoder, bidirectional, no adaptation (pooling --pooling)
     adapted-task    bidirectional after adaptation on the task's own training sentences, labels dropped
     adapted-generic bidirectional after adaptation on a generic corpus (MS MARCO passages from --data)
+                    (both: only the top --adapted-bidirectional-layers K layers bidirectional when given, in the
+                    adaptation and the fine-tune; recorded as adapted-task-topK)
     contrastive     bidirectional, starting from a contrastively trained encoder (--contrastive-source: a folder that
                     `gemma-encoder train-embeddings` wrote, e.g. the SciFact retriever of benchmarks/embeddings.py)
     bidir-top       bidirectional in the top --bidirectional-layers K layers only, the decoder's causal mask below
@@ -96,6 +98,8 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
     )
     if args.adapt_lora_rank:
         name += f"-lora{args.adapt_lora_rank}"
+    if args.adapted_bidirectional_layers:
+        name += f"-top{args.adapted_bidirectional_layers}"
     out = args.work_dir / name
     if not (out / "adaptation.json").exists():
         texts = task_texts if corpus == "task" else default_corpus(args.data)
@@ -110,6 +114,7 @@ def adapted_dir(args: argparse.Namespace, corpus: str, task_texts: list[str]) ->
             batch_size=args.adapt_batch_size,
             max_length=args.adapt_max_length,
             lora=args.adapt_lora_rank,
+            bidirectional_layers=args.adapted_bidirectional_layers,
             seed=0,
             device=args.device,
         )
@@ -140,6 +145,7 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
         source = enc
         if variant.startswith("adapted-"):
             source, info["adaptation"] = adapted_dir(args, variant.removeprefix("adapted-"), task_texts)
+            knobs.update(bidirectional_layers=args.adapted_bidirectional_layers)
         elif variant == "contrastive":
             if args.contrastive_source is None:
                 raise SystemExit("the contrastive variant needs --contrastive-source FOLDER")
@@ -172,6 +178,8 @@ def variant_label(args: argparse.Namespace, variant: str) -> str:
         label = variant if args.causal_pooling == "last" else f"{variant}-{args.causal_pooling}"
     else:
         label = f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
+        if variant.startswith("adapted-") and args.adapted_bidirectional_layers:
+            label = f"{label}-top{args.adapted_bidirectional_layers}"
         label = label if args.pooling == "mean" else f"{label}-{args.pooling}"
     return label if args.classifier_hidden_size is None else f"{label}-head{args.classifier_hidden_size}"
 
@@ -365,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt-batch-size", type=int, default=ADAPT_DEFAULTS["batch_size"], dest="adapt_batch_size")
     parser.add_argument("--adapt-max-length", type=int, default=ADAPT_DEFAULTS["max_length"], dest="adapt_max_length")
     parser.add_argument("--adapt-lora-rank", type=int, default=0, dest="adapt_lora_rank")
+    parser.add_argument("--adapted-bidirectional-layers", type=int, dest="adapted_bidirectional_layers",
+                        help="adapted-* variants: adapt and fine-tune with only the top K layers bidirectional "
+                             "(default: every layer)")
     parser.add_argument("--mask-rate", type=float, default=ADAPT_DEFAULTS["mask_rate"], dest="mask_rate")
     parser.add_argument("--contrastive-source", type=Path, dest="contrastive_source",
                         help="encoder folder the contrastive variant starts from (a train-embeddings output)")

@@ -76,14 +76,14 @@ MODEL_NAMES = {
 def model_folder(name: str, work: Path) -> Path:
     from transformers import AutoTokenizer
 
-    from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel, convert
+    from gemma_encoder_hf import GemmaEncoderConfig, GemmaEncoderModel
+    from gemma_encoder_hf.harness.training import encoder_dir
     from gemma_encoder_hf.integrations.conversion import load_decoder_tokenizer
 
+    if name == "270m":
+        return encoder_dir("embedded", work)  # fp32, converted once (atomically) and reused
     folder = work / f"{name}-encoder"
     if (folder / "config.json").exists():
-        return folder
-    if name == "270m":
-        convert("embedded", folder, dtype=torch.float32)
         return folder
     tokenizer_folder = work / "gemma3-tokenizer"  # converting the GGUF's 262k vocabulary is slow: once
     if not (tokenizer_folder / "tokenizer.json").exists():

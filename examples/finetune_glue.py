@@ -161,7 +161,8 @@ def main() -> None:
         # the validation rows.
         texts = adaptation_texts(train_pool)
         source = adapt(encoder_dir(args.model, args.cache_dir), texts, output_dir / "adapted", steps=args.adapt_steps,
-                       batch_size=args.adapt_batch_size, seed=args.seed, device=args.device)
+                       batch_size=args.adapt_batch_size, attention=args.attention,
+                       bidirectional_layers=args.bidirectional_layers, seed=args.seed, device=args.device)
         seen = json.loads((source / "adaptation.json").read_text())["num_texts_seen"]
         print(f"adapted on {seen} of the {len(texts)} unlabelled texts of the training split: {source}")
     model, tokenizer = load_task_model(

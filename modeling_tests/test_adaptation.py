@@ -202,6 +202,30 @@ def test_lora_adaptation_is_merged_into_plain_weights(tokenizer, tmp_path):
     assert reloaded.config.masked_lm_objective == "mlm"
 
 
+def test_adaptation_with_only_the_top_layers_bidirectional(tokenizer, tmp_path):
+    """`bidirectional_layers=1` adapts (and saves) an encoder whose lower layer keeps the decoder's causal mask: its
+    states for a prefix do not depend on the tokens after it, while the top layer's do. Without the argument every
+    layer attends both ways."""
+    model = _tiny_real_vocab_model()
+    out = adapt(model, TEXTS, tmp_path / "top1", tokenizer=tokenizer, steps=1, batch_size=2, device="cpu",
+                bidirectional_layers=1)
+    record = json.loads((out / "adaptation.json").read_text())
+    assert (record["attention"], record["bidirectional_layers"]) == ("bidirectional", 1)
+    ids, changed = torch.tensor([[2, 10, 11, 12, 13]]), torch.tensor([[2, 10, 11, 12, 99]])
+
+    def states(folder):
+        encoder = AutoModelForMaskedLM.from_pretrained(folder).eval()
+        with torch.no_grad():
+            return [encoder.model(input_ids=x, output_hidden_states=True).hidden_states for x in (ids, changed)]
+
+    (low, top), (low_changed, top_changed) = [(h[1], h[2]) for h in states(out)]
+    torch.testing.assert_close(low[:, :4], low_changed[:, :4])
+    assert not torch.allclose(top[:, :4], top_changed[:, :4])
+    every = adapt(model, TEXTS, tmp_path / "all", tokenizer=tokenizer, steps=1, batch_size=2, device="cpu")
+    low, low_changed = (h[1] for h in states(every))
+    assert not torch.allclose(low[:, :4], low_changed[:, :4])
+
+
 def test_adapt_rejects_bad_input(tokenizer, tmp_path):
     model = _tiny_real_vocab_model()
     with pytest.raises(ValueError, match="non-empty text"):

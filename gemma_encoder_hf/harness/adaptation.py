@@ -65,6 +65,8 @@ class AdaptationRecord:
     max_length: int
     lora_rank: int | None
     train_embeddings: bool
+    attention: str
+    bidirectional_layers: int | None
     num_texts: int
     num_texts_seen: int
     seed: int
@@ -237,6 +239,7 @@ def adapt(
     lora=False,
     train_embeddings: bool = False,
     attention: str = "bidirectional",
+    bidirectional_layers: int | None = None,
     warmup_ratio: float = 0.1,
     seed: int = 0,
     bf16: bool | None = None,
@@ -264,6 +267,9 @@ def adapt(
             `peft.LoraConfig`. LoRA weights are merged before saving, so the result is a plain encoder.
         train_embeddings: also train the tied input embedding / output head (full-weight mode only).
         attention: the attention the encoder is adapted (and later used) with.
+        bidirectional_layers: with bidirectional attention, only the top this many layers attend both ways during
+            adaptation (`GemmaEncoderConfig.bidirectional_layers`), as the fine-tune that follows will have them;
+            None: every layer. Saved in the adapted encoder's config.
         seed: seeds masking, shuffling and LoRA init.
         bf16: mixed precision; defaults to True on a CUDA GPU with bf16 support, False on CPU.
         device: `"cpu"` or `"cuda"`; None: CUDA when available.
@@ -281,7 +287,9 @@ def adapt(
     if not texts:
         raise ValueError("adapt() needs at least one non-empty text.")
 
-    model = load_for_adaptation(source, masked_lm_objective=objective, attention=attention)
+    model = load_for_adaptation(
+        source, masked_lm_objective=objective, attention=attention, bidirectional_layers=bidirectional_layers
+    )
     if tokenizer is None:
         if isinstance(source, torch.nn.Module):
             raise ValueError("adapt() got a model in memory: pass its tokenizer too (tokenizer=...).")
@@ -347,6 +355,8 @@ def adapt(
         max_length=max_length,
         lora_rank=lora_rank,
         train_embeddings=train_embeddings,
+        attention=attention,
+        bidirectional_layers=bidirectional_layers,
         num_texts=len(texts),
         num_texts_seen=min(steps * batch_size, len(texts)),
         seed=seed,

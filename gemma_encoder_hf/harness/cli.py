@@ -120,6 +120,7 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         lora=args.lora_rank,
         train_embeddings=args.train_embeddings,
+        bidirectional_layers=args.bidirectional_layers,
         seed=args.seed,
         device=args.device,
     )
@@ -157,6 +158,9 @@ def _add_adapt(sub) -> None:
     adapt.add_argument("--max-length", type=int, default=64, dest="max_length")
     adapt.add_argument("--lora-rank", type=int, default=0, dest="lora_rank", help="> 0: LoRA of this rank, merged")
     adapt.add_argument("--train-embeddings", action="store_true", dest="train_embeddings")
+    adapt.add_argument("--bidirectional-layers", type=int, dest="bidirectional_layers",
+                       help="only the top N layers bidirectional, as the fine-tune after it will have them "
+                            "(default: every layer)")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     adapt.set_defaults(

@@ -148,10 +148,11 @@ def finetune_task(
         model_class, labels, finetune = GemmaEncoderForQuestionAnswering, {}, finetune_qa
         split, path = f"validation-articles(seed={SUBSET_SEED})", squad_file
     source = encoder_dir(source, cache_dir)
-    if adapt_steps > 0:
-        source = adapt(source, adaptation_texts(task, train), output_dir / "adapted", steps=adapt_steps, seed=seed,
-                       device=device)  # fmt: skip
     bidirectional_layers = capped_bidirectional_layers(source, bidirectional_layers)
+    if adapt_steps > 0:
+        # Adapted with the attention the fine-tune will use: MNTP trains the layers that turn bidirectional.
+        source = adapt(source, adaptation_texts(task, train), output_dir / "adapted", steps=adapt_steps, seed=seed,
+                       attention=attention, bidirectional_layers=bidirectional_layers, device=device)  # fmt: skip
     model, tokenizer = load_task_model(model_class, source, cache_dir=cache_dir, seed=seed, attention=attention,
                                        bidirectional_layers=bidirectional_layers, **labels)  # fmt: skip
     result = finetune(model, tokenizer, train, validation, config)

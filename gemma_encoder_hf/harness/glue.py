@@ -41,7 +41,8 @@ class GlueRecipe:
 
     Attributes:
         adapt_steps: masked-next-token adaptation steps on the training split's texts (labels dropped) before the
-            fine-tune; 0 skips the stage. 32 texts per step, the other adaptation settings are `adapt()`'s defaults.
+            fine-tune; 0 skips the stage. The stage runs with the recipe's `attention` and `bidirectional_layers`;
+            32 texts per step, the other adaptation settings are `adapt()`'s defaults.
         attention: `"bidirectional"` or `"causal"` (`GemmaEncoderConfig.attention`).
         bidirectional_layers: with bidirectional attention, only the top this many layers attend both ways, the
             decoder's causal mask below them (`GemmaEncoderConfig.bidirectional_layers`; a backbone with fewer layers
@@ -133,14 +134,16 @@ def run_glue(
     train_pool, validation = train_validation_split(pool, spec, seed=0)
     train = subsample(train_pool, train_examples, spec, seed=seed)
     source = encoder_dir(source, cache_dir)
+    bidirectional_layers = capped_bidirectional_layers(source, recipe.bidirectional_layers)
     if recipe.adapt_steps > 0:
+        # Adapted with the attention the fine-tune will use: MNTP trains the layers that turn bidirectional.
         source = adapt(
             source, adaptation_texts(train_pool), output_dir / "adapted", steps=recipe.adapt_steps, seed=seed,
-            device=device,
+            attention=recipe.attention, bidirectional_layers=bidirectional_layers, device=device,
         )
     model, tokenizer = load_task_model(
         GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed, attention=recipe.attention,
-        bidirectional_layers=capped_bidirectional_layers(source, recipe.bidirectional_layers), pooling=recipe.pooling,
+        bidirectional_layers=bidirectional_layers, pooling=recipe.pooling,
         classifier_hidden_size=recipe.classifier_hidden_size, **spec.model_kwargs(),
     )
     config = TrainingConfig(
