@@ -321,7 +321,7 @@ def report(paths: list[Path]) -> str:
     for (task, variant), a in sorted(adaptations.items()):
         corpus = f"{task} training split" if variant.startswith("adapted-task") else "MS MARCO passages"
         lines.append(
-            f"| {a['objective']} on {corpus} ({task} runs) | {a['num_texts']} | {a['steps']} x {a['batch_size']} | "
+            f"| {a['objective']} on {corpus} ({task} {variant}) | {a['num_texts']} | {a['steps']} x {a['batch_size']} | "
             f"{a['train_seconds'] / 60:.1f} | {a['seconds_per_step']} | {a['device']} | {a['mean_loss']} |"
         )
     return "\n".join(lines)
