@@ -149,17 +149,19 @@ def test_fill_mask_pipeline_on_real_270m(real_encoder_dir, tokenizer):
 
 
 def test_adapt_cli_end_to_end_on_real_270m(real_encoder_dir, tmp_path, capsys):
-    """`gemma-encoder adapt` on the embedded model, offline, 2 steps: a folder that a classifier loads, changed."""
+    """`gemma-encoder adapt` on the embedded model, offline, 2 steps (top 3 layers bidirectional): a folder that a
+    classifier loads, changed, with the adapted attention in its config."""
     text_file = tmp_path / "texts.txt"
     text_file.write_text("\n".join(TEXTS) + "\n\n")
     out = tmp_path / "adapted"
     code = cli_main(
         ["adapt", str(real_encoder_dir), str(out), "--text", str(text_file), "--steps", "2", "--batch-size", "1",
-         "--max-length", "16", "--learning-rate", "1e-4", "--device", "cpu"]
+         "--max-length", "16", "--learning-rate", "1e-4", "--bidirectional-layers", "3", "--device", "cpu"]
     )
     assert code == 0
     record = json.loads((out / "adaptation.json").read_text())
     assert record["steps"] == 2 and record["num_texts"] == 4 and record["objective"] == "mntp"
+    assert record["bidirectional_layers"] == 3
     # 2 steps of 1 text see 2 of the 4 texts, and the command says so (not "adapted on 4 texts").
     assert record["num_texts_seen"] == 2 and "adapted on 2 of 4 texts" in capsys.readouterr().out
     assert record["mean_loss"] > 0
@@ -168,7 +170,7 @@ def test_adapt_cli_end_to_end_on_real_270m(real_encoder_dir, tmp_path, capsys):
         out, num_labels=2, output_loading_info=True
     )
     assert not [k for k in info["missing_keys"] if not k.startswith("score.")]
-    assert classifier.config.masked_lm_objective == "mntp"
+    assert classifier.config.masked_lm_objective == "mntp" and classifier.config.bidirectional_layers == 3
     before = load_file(real_encoder_dir / "model.safetensors")
     after = classifier.model.state_dict()
     assert not torch.equal(before["layers.0.self_attn.q_proj.weight"], after["layers.0.self_attn.q_proj.weight"])
