@@ -245,6 +245,7 @@ def run(args: argparse.Namespace) -> None:
                     eval_batch_size=args.eval_batch_size,
                     learning_rate=args.learning_rate,
                     head_learning_rate=args.head_learning_rate,
+                    warmup_ratio=args.warmup_ratio,
                     max_length=args.max_length,
                     seed=seed,
                     eval_strategy="no",
@@ -269,6 +270,7 @@ def run(args: argparse.Namespace) -> None:
                         "epochs": args.epochs,
                         "lr": args.learning_rate,
                         "head_lr": args.head_learning_rate,
+                        "warmup_ratio": args.warmup_ratio,
                         "batch_size": args.batch_size,
                         "freeze_embeddings": args.freeze_embeddings,
                     },
@@ -351,6 +353,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate, dest="learning_rate")
     parser.add_argument("--head-learning-rate", type=float, default=TrainingConfig.head_learning_rate,
                         dest="head_learning_rate")
+    parser.add_argument("--warmup-ratio", type=float, default=TrainingConfig.warmup_ratio, dest="warmup_ratio",
+                        help="fraction of the fine-tuning steps spent in linear warm-up (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, dest="batch_size")
     parser.add_argument("--eval-batch-size", type=int, default=32, dest="eval_batch_size")
     parser.add_argument("--max-length", type=int, default=128, dest="max_length")
