@@ -19,7 +19,8 @@ every size), for seven variants of the embedded Gemma 3 270M:
 
 Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings;
 each result is appended to a JSON file keyed by (task, variant, size, seed), the variant's label carrying its layer
-count, any pooling other than its default and any head width (bidir-top3, bidir-top3-last, causal-head0), so an
+count, any pooling other than its default, any head width, each fine-tuning setting that differs from its default and
+the text template if any (bidir-top3, bidir-top3-last, causal-head0, native-warmup0, causal-tpl1a2b3c), so an
 interrupted invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on
 an H100) fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and
 seed.
@@ -32,6 +33,7 @@ seed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import os
@@ -41,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import gemma_encoder_hf
@@ -168,20 +171,43 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Fine-tuning settings (argparse dest: default, label tag). A run whose setting differs from the default carries
+# `-<tag><value>` in its label, so a sweep (warm-up 0, two epochs...) into the same file is filed beside the default
+# runs instead of being skipped as done, and is never averaged with them.
+FINETUNE_SETTINGS = {
+    "epochs": (1.0, "epochs"),
+    "learning_rate": (TrainingConfig.learning_rate, "lr"),
+    "head_learning_rate": (TrainingConfig.head_learning_rate, "headlr"),
+    "warmup_ratio": (TrainingConfig.warmup_ratio, "warmup"),
+    "batch_size": (16, "bs"),
+}
+
+
+def template_tag(template: str) -> str:
+    """A short, stable name for a text template: `tpl` and the first 6 hex digits of its sha1."""
+    return "tpl" + hashlib.sha1(template.encode()).hexdigest()[:6]
+
+
 def variant_label(args: argparse.Namespace, variant: str) -> str:
     """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6); a pooling other
     than the variant's default and a head width other than the config's are appended (bidir-top3-last, causal-mean,
-    causal-head0)."""
+    causal-head0), then each fine-tuning setting that differs from its default (native-warmup0, bidir-top3-epochs2)
+    and the text template, if any (causal-tpl1a2b3c)."""
     if variant == "native":
-        return variant
-    if variant == "causal":
+        label = variant
+    elif variant == "causal":
         label = variant if args.causal_pooling == "last" else f"{variant}-{args.causal_pooling}"
     else:
         label = f"{variant}{args.bidirectional_layers}" if variant == "bidir-top" else variant
         if variant.startswith("adapted-") and args.adapted_bidirectional_layers:
             label = f"{label}-top{args.adapted_bidirectional_layers}"
         label = label if args.pooling == "mean" else f"{label}-{args.pooling}"
-    return label if args.classifier_hidden_size is None else f"{label}-head{args.classifier_hidden_size}"
+    if variant != "native" and args.classifier_hidden_size is not None:
+        label = f"{label}-head{args.classifier_hidden_size}"
+    for name, (default, tag) in FINETUNE_SETTINGS.items():
+        if getattr(args, name) != default:
+            label = f"{label}-{tag}{getattr(args, name):g}"
+    return label if args.text_template is None else f"{label}-{template_tag(args.text_template)}"
 
 
 def variant_order(labels: set[str]) -> list[str]:
@@ -197,6 +223,11 @@ def variant_order(labels: set[str]) -> list[str]:
         return rank.get(variant, len(VARIANTS)), int(layers or 0), pooling
 
     return sorted(labels, key=key)
+
+
+def apply_template(dataset: Dataset, template: str) -> Dataset:
+    """`dataset` with its `text` column formatted by `template` (which names `{text}`, and nothing else)."""
+    return dataset.map(lambda row: {"text": template.format(text=row["text"])})
 
 
 def results_path(args: argparse.Namespace) -> Path:
@@ -225,6 +256,8 @@ def run(args: argparse.Namespace) -> None:
     )
     if args.max_eval and len(validation) > args.max_eval:
         validation = subsample(validation, args.max_eval, task, seed=0)
+    if args.text_template is not None:
+        validation = apply_template(validation, args.text_template)
     path = results_path(args)
     for size_arg in args.sizes:
         size = None if size_arg == "full" else int(size_arg)
@@ -238,6 +271,8 @@ def run(args: argparse.Namespace) -> None:
                 torch.manual_seed(seed)
                 model, tokenizer, info = build_model(args, variant, task, adaptation_texts(train_pool))
                 train = subsample(train_pool, size, task, seed=seed)
+                if args.text_template is not None:
+                    train = apply_template(train, args.text_template)
                 config = TrainingConfig(
                     output_dir=args.work_dir / "runs" / key.replace("/", "_"),
                     epochs=args.epochs,
@@ -273,6 +308,8 @@ def run(args: argparse.Namespace) -> None:
                         "warmup_ratio": args.warmup_ratio,
                         "batch_size": args.batch_size,
                         "freeze_embeddings": args.freeze_embeddings,
+                        "max_length": args.max_length,
+                        "text_template": args.text_template,
                     },
                     "device": args.device,
                     "torch_threads": torch.get_num_threads(),
@@ -349,13 +386,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "shaped like the official dev set (harness.data.DEV_SHAPES); the same for every size")
     parser.add_argument("--max-eval", type=int, default=1000, dest="max_eval", help="cap on validation examples")
     # fine-tuning
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate, dest="learning_rate")
-    parser.add_argument("--head-learning-rate", type=float, default=TrainingConfig.head_learning_rate,
+    defaults = {name: default for name, (default, _) in FINETUNE_SETTINGS.items()}
+    parser.add_argument("--epochs", type=float, default=defaults["epochs"])
+    parser.add_argument("--learning-rate", type=float, default=defaults["learning_rate"], dest="learning_rate")
+    parser.add_argument("--head-learning-rate", type=float, default=defaults["head_learning_rate"],
                         dest="head_learning_rate")
-    parser.add_argument("--warmup-ratio", type=float, default=TrainingConfig.warmup_ratio, dest="warmup_ratio",
+    parser.add_argument("--warmup-ratio", type=float, default=defaults["warmup_ratio"], dest="warmup_ratio",
                         help="fraction of the fine-tuning steps spent in linear warm-up (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, dest="batch_size")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], dest="batch_size")
+    parser.add_argument("--text-template", dest="text_template",
+                        help="format the first (or only) text of every example, training and validation, with this "
+                             "template before tokenising, e.g. $'Review: {text}\\nSentiment:' in bash (every variant alike); "
+                             "the label carries a hash of it")
     parser.add_argument("--eval-batch-size", type=int, default=32, dest="eval_batch_size")
     parser.add_argument("--max-length", type=int, default=128, dest="max_length")
     parser.add_argument("--pooling", default="mean", choices=("mean", "last", "first", "attention"))
@@ -385,6 +427,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="encoder folder the contrastive variant starts from (a train-embeddings output)")
     parser.add_argument("--report", nargs="*", type=Path, help="print the table of these results files and exit")
     args = parser.parse_args(argv)
+    if args.text_template is not None:
+        try:
+            args.text_template.format(text="")
+        except (KeyError, IndexError, ValueError) as error:
+            parser.error(f"--text-template must name {{text}} and no other field ({error!r}): {args.text_template!r}")
+        if "{text}" not in args.text_template:
+            parser.error(f"--text-template must contain {{text}}: {args.text_template!r}")
     if args.validation_size is not None and args.validation_size > 1:
         args.validation_size = int(args.validation_size)
     return args

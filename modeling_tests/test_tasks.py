@@ -4,6 +4,8 @@ Trainer paths run on a tiny random GemmaEncoder with the real Gemma tokenizer (f
 the real Gemma 3 270M (`real_encoder_dir`) over 16 SST-2 rows and 2 SciFact queries x 5 candidates.
 """
 
+import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from ranx import Qrels, Run, evaluate
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -343,6 +346,55 @@ def test_adaptation_benchmark_files_each_pooling_and_head_under_its_own_label(tm
     assert rows == ["native", "causal", "causal-mean-head0", "bidir", "bidir-top3", "bidir-top3-last-head0",
                     "bidir-top10"]
     assert "| bidir-top3-last-head0 | 0.520 (1) |" in table
+
+
+def test_adaptation_benchmark_files_each_finetune_setting_and_template_under_its_own_label(tmp_path):
+    """A sweep of a fine-tuning setting (warm-up, epochs, learning rates, batch size) or a text template into the
+    results file of the default runs must be filed under its own key: before, keys named only the model, so a warm-up-0
+    run found the default run's key and was skipped as done, silently."""
+    template = "Review: {text}\nSentiment:"
+    tag = "tpl" + hashlib.sha1(template.encode()).hexdigest()[:6]
+    labels = ["native", "native-warmup0", "causal", f"causal-epochs2-lr0.0001-{tag}", "bidir-top3-head0-bs8"]
+    results = {
+        f"sst2/{label}/2000/seed0": {"task": "sst2", "variant": label, "size": "2000", "seed": 0,
+                                     "metrics": {"accuracy": 0.8 + i / 100}, "model": {}}
+        for i, label in enumerate(labels)
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    argv = ["--task", "sst2", "--sizes", "2000", "--seeds", "0", "--out", str(path), "--data", str(ROOT),
+            "--work-dir", str(tmp_path / "work"), "--device", "cpu"]
+    script = [sys.executable, str(REPO / "benchmarks" / "adaptation.py")]
+    runs = [
+        (["--variants", "native", "--warmup-ratio", "0"], "native-warmup0"),
+        (["--variants", "causal", "--epochs", "2", "--learning-rate", "1e-4", "--text-template", template],
+         f"causal-epochs2-lr0.0001-{tag}"),
+        (["--variants", "bidir-top", "--bidirectional-layers", "3", "--classifier-hidden-size", "0", "--batch-size",
+          "8"], "bidir-top3-head0-bs8"),
+    ]
+    for extra, expected in runs:
+        # Only the expected key is skipped; a wrong label would start a fine-tune, which the timeout turns into a
+        # failure.
+        out = subprocess.run(script + argv + extra, check=True, capture_output=True, text=True, timeout=300).stdout
+        assert [line.split()[1] for line in out.splitlines() if line.startswith("skip ")] == [
+            f"sst2/{expected}/2000/seed0"]
+    # Defaults spelled out are still the default runs' labels.
+    explicit = ["--learning-rate", str(TrainingConfig.learning_rate), "--warmup-ratio",
+                str(TrainingConfig.warmup_ratio), "--epochs", "1", "--batch-size", "16"]
+    out = subprocess.run(script + argv + ["--variants", "native", "causal"] + explicit, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("skip ")] == [
+        "sst2/native/2000/seed0", "sst2/causal/2000/seed0"]
+    # The template formats the first text of training and validation rows alike; the second text of a pair is left.
+    spec = importlib.util.spec_from_file_location("adaptation_benchmark", REPO / "benchmarks" / "adaptation.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    rows = benchmark.apply_template(Dataset.from_dict({"text": ["a {b}"], "text_pair": ["c"], "label": [1]}), template)
+    assert rows[0] == {"text": "Review: a {b}\nSentiment:", "text_pair": "c", "label": 1}
+    # A template without {text}, or naming another field, is refused before anything runs.
+    for bad in ("Sentiment:", "{label}: {text}"):
+        refused = subprocess.run(script + argv + ["--text-template", bad], capture_output=True, text=True)
+        assert refused.returncode == 2 and "--text-template" in refused.stderr
 
 
 def test_finetune_cli_bad_input_exits_2(tiny_encoder_dir, tmp_path, capsys):
