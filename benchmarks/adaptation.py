@@ -20,7 +20,8 @@ every size), for seven variants of the embedded Gemma 3 270M:
 Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings;
 each result is appended to a JSON file keyed by (task, variant, size, seed), the variant's label carrying its layer
 count, any pooling other than its default, any head width, each fine-tuning setting that differs from its default and
-the text template if any (bidir-top3, bidir-top3-last, causal-head0, native-warmup0, causal-tpl1a2b3c), so an
+the label words and text template if any (bidir-top3, bidir-top3-last, causal-head0, native-warmup0,
+causal-tpl1a2b3c), so an
 interrupted invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on
 an H100) fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and
 seed.
@@ -57,7 +58,12 @@ from gemma_encoder_hf.harness.data import (
     train_validation_split,
 )
 from gemma_encoder_hf.harness.glue import adaptation_texts
-from gemma_encoder_hf.harness.training import TrainingConfig, encoder_dir, finetune_classifier
+from gemma_encoder_hf.harness.training import (
+    TrainingConfig,
+    encoder_dir,
+    finetune_classifier,
+    init_head_from_label_words,
+)
 
 VARIANTS = ("native", "causal", "bidir", "bidir-top", "adapted-task", "adapted-generic", "contrastive")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -133,7 +139,9 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
         model = AutoModelForSequenceClassification.from_pretrained(
             native_dir(args.work_dir), dtype=torch.float32, **task.model_kwargs()
         )
-        return model, tokenizer, {"class": type(model).__name__}
+        if args.label_words:
+            init_head_from_label_words(model, tokenizer, args.label_words)
+        return model, tokenizer, {"class": type(model).__name__, "label_words": args.label_words}
     knobs = {"classifier_dropout": args.classifier_dropout}
     if args.classifier_hidden_size is not None:
         knobs["classifier_hidden_size"] = args.classifier_hidden_size
@@ -163,6 +171,9 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
         source, dtype=torch.float32, **knobs, **task.model_kwargs()
     )
     info.update(knobs)
+    if args.label_words:
+        init_head_from_label_words(model, tokenizer, args.label_words)
+        info["label_words"] = args.label_words
     return model, tokenizer, info
 
 
@@ -191,8 +202,8 @@ def template_tag(template: str) -> str:
 def variant_label(args: argparse.Namespace, variant: str) -> str:
     """The name a variant's results are filed under: bidir-top carries its layer count (bidir-top6); a pooling other
     than the variant's default and a head width other than the config's are appended (bidir-top3-last, causal-mean,
-    causal-head0), then each fine-tuning setting that differs from its default (native-warmup0, bidir-top3-epochs2)
-    and the text template, if any (causal-tpl1a2b3c)."""
+    causal-head0), then each fine-tuning setting that differs from its default (native-warmup0, bidir-top3-epochs2),
+    the label words and the text template, if any, each as a hash (causal-head0-words1a2b3c-tpl4d5e6f)."""
     if variant == "native":
         label = variant
     elif variant == "causal":
@@ -207,6 +218,8 @@ def variant_label(args: argparse.Namespace, variant: str) -> str:
     for name, (default, tag) in FINETUNE_SETTINGS.items():
         if getattr(args, name) != default:
             label = f"{label}-{tag}{getattr(args, name):g}"
+    if args.label_words:
+        label = f"{label}-words{hashlib.sha1(json.dumps(args.label_words).encode()).hexdigest()[:6]}"
     return label if args.text_template is None else f"{label}-{template_tag(args.text_template)}"
 
 
@@ -395,9 +408,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fraction of the fine-tuning steps spent in linear warm-up (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], dest="batch_size")
     parser.add_argument("--text-template", dest="text_template",
-                        help="format the first (or only) text of every example, training and validation, with this "
-                             "template before tokenising, e.g. $'Review: {text}\\nSentiment:' in bash (every variant alike); "
-                             "the label carries a hash of it")
+                        help="format the first (or only) text of every example, training and validation, with "
+                             "this template before tokenising, e.g. $'Review: {text}\\nSentiment:' in bash (every "
+                             "variant alike); the label carries a hash of it")
+    parser.add_argument("--label-words", nargs="+", dest="label_words",
+                        help="start the linear head (native, or ours with --classifier-hidden-size 0) as the language "
+                             "model's output layer for these words, one per label in label order, e.g. ' negative' "
+                             "' positive' (`harness.training.init_head_from_label_words`); the label carries a hash")
     parser.add_argument("--eval-batch-size", type=int, default=32, dest="eval_batch_size")
     parser.add_argument("--max-length", type=int, default=128, dest="max_length")
     parser.add_argument("--pooling", default="mean", choices=("mean", "last", "first", "attention"))

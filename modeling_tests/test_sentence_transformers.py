@@ -4,6 +4,7 @@ Real weights do not matter for these equalities, so the models are tiny random b
 tokenizer (its 262k vocabulary makes the embedding the largest part, ~8M parameters).
 """
 
+import copy
 import json
 import shutil
 
@@ -165,6 +166,62 @@ def test_pair_scores_agree_across_pipeline_cross_encoder_and_score_pairs(pooling
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     # The pairs score differently, so an agreement on one constant would not pass.
     assert expected.std() > 1e-3
+
+
+def test_a_task_prompt_suffix_in_the_tokenizer_reaches_every_caller(tokenizer, tmp_path):
+    """`prepare_tokenizer(suffix=...)` puts a task prompt after every input through the tokenizer's template: it is
+    saved with the tokenizer, `pipeline("text-classification")`, `CrossEncoder` and `score_pairs` all add it, for
+    single texts and pairs, and truncation shortens the text, never the prompt the last-token pooling reads."""
+    from transformers import pipeline
+
+    from gemma_encoder_hf import prepare_tokenizer, score_pairs
+    from gemma_encoder_hf.integrations.conversion import tokenizer_suffix
+
+    suffix = "\nDoes the second text answer the first?"
+    prompted = prepare_tokenizer(copy.deepcopy(tokenizer), tokenizer.model_max_length, suffix=suffix)
+    assert tokenizer_suffix(tokenizer) == "" and tokenizer_suffix(prompted) == suffix
+    suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    torch.manual_seed(0)
+    model = GemmaEncoderForSequenceClassification(tiny_config(tokenizer, num_labels=1, pooling="last")).eval()
+    with torch.no_grad():  # a random head's logits are ~1e-5, below any tolerance: scale its MLP up
+        for parameter in model.score.parameters():
+            parameter.mul_(30.0)
+    model.save_pretrained(tmp_path)
+    prompted.save_pretrained(tmp_path)
+    pairs = [(QUERY, doc) for doc in DOCUMENTS]
+
+    def by_hand(text: str, text_pair: str | None = None) -> list[int]:
+        ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+        if text_pair is not None:
+            ids += [tokenizer.eos_token_id, *tokenizer(text_pair, add_special_tokens=False)["input_ids"]]
+        return ids + suffix_ids
+
+    def logits(rows: list[list[int]]) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([model(input_ids=torch.tensor([ids])).logits[:, 0] for ids in rows])
+
+    expected_pairs, expected_texts = logits([by_hand(*p) for p in pairs]), logits([by_hand(t) for t in TEXTS])
+    scored = score_pairs(model, prompted, pairs, batch_size=2, show_progress_bar=False)
+    cross_encoder = CrossEncoder(str(tmp_path), device="cpu")
+    assert tokenizer_suffix(cross_encoder.tokenizer) == suffix
+    crossed = torch.as_tensor(cross_encoder.predict(pairs, batch_size=2, activation_fn=torch.nn.Identity()))
+    classifier = pipeline("text-classification", model=str(tmp_path), device="cpu")
+    piped_pairs = torch.tensor([r["score"] for r in classifier(
+        [{"text": a, "text_pair": b} for a, b in pairs], batch_size=2, function_to_apply="none")])
+    piped_texts = torch.tensor([r["score"] for r in classifier(TEXTS, batch_size=2, function_to_apply="none")])
+    for got in (scored, crossed, piped_pairs):
+        torch.testing.assert_close(got, expected_pairs, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(piped_texts, expected_texts, atol=1e-5, rtol=1e-4)
+    # Without the suffix the same model scores otherwise, so the agreement above needs the prompt in every caller.
+    assert (logits([by_hand(*p)[: -len(suffix_ids)] for p in pairs]) - expected_pairs).abs().max() > 1e-3
+
+    truncated = prompted(TEXTS[1], truncation=True, max_length=12)["input_ids"]
+    assert len(truncated) == 12 and truncated[-len(suffix_ids):] == suffix_ids
+    # None keeps the saved suffix (e.g. re-preparing to change max_length); "" takes it away.
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer_suffix(prepare_tokenizer(reloaded, 64)) == suffix and reloaded.model_max_length == 64
+    assert reloaded(TEXTS[0])["input_ids"] == by_hand(TEXTS[0])
+    assert prepare_tokenizer(reloaded, 64, suffix="")(TEXTS[0])["input_ids"] == by_hand(TEXTS[0])[: -len(suffix_ids)]
 
 
 @pytest.mark.parametrize("kind", SOURCES)

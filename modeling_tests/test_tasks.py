@@ -35,6 +35,7 @@ from gemma_encoder_hf.harness.training import (
     build_optimizer,
     finetune_classifier,
     finetune_reranker,
+    init_head_from_label_words,
     load_task_model,
 )
 from gemma_encoder_hf.integrations.inference import predict_logits, score_pairs
@@ -295,6 +296,40 @@ def test_cola_recipe_keeps_the_decoders_causal_attention(tiny_encoder_dir, tmp_p
     assert "matthews_correlation" in record["metrics"]
 
 
+def test_label_word_head_starts_as_the_decoders_next_word_scores(tiny_decoder_dirs):
+    """`init_head_from_label_words` makes a causal, last-token classifier with a linear head (ours, or transformers'
+    native one) score each label as the decoder's language-model head scores that label's word next; it refuses an
+    MLP head, a word of several tokens and a word count other than the number of labels."""
+    from tiny_tokenizer import char_tokenizer
+    from transformers import AutoModelForCausalLM, Gemma3TextForSequenceClassification
+
+    source = tiny_decoder_dirs["gemma3"]
+    tokenizer = char_tokenizer()
+    words = ["n", "p", "?"]
+    word_ids = tokenizer.convert_tokens_to_ids(words)
+    rows = [tokenizer(text)["input_ids"] for text in ("is it good or bad", "bad, worse, the worst")]
+    input_ids = torch.tensor([row[:18] for row in rows])
+    decoder = AutoModelForCausalLM.from_pretrained(source).eval()
+    with torch.no_grad():
+        expected = decoder(input_ids=input_ids).logits[:, -1, word_ids]
+    ours = GemmaEncoderForSequenceClassification.from_decoder(
+        source, attention="causal", pooling="last", classifier_hidden_size=0, num_labels=3).eval()
+    native = Gemma3TextForSequenceClassification.from_pretrained(source, num_labels=3).eval()
+    native.config.pad_token_id = tokenizer.pad_token_id
+    for model in (ours, native):
+        init_head_from_label_words(model, tokenizer, words)
+        with torch.no_grad():
+            torch.testing.assert_close(model(input_ids=input_ids).logits, expected, atol=1e-4, rtol=1e-4)
+    assert expected.std() > 1e-2  # the words score differently, so matching a constant would not pass
+    mlp = GemmaEncoderForSequenceClassification.from_decoder(source, num_labels=3)
+    with pytest.raises(ValueError, match="classifier_hidden_size=0"):
+        init_head_from_label_words(mlp, tokenizer, words)
+    with pytest.raises(ValueError, match="one token"):
+        init_head_from_label_words(ours, tokenizer, ["no", "p", "?"])
+    with pytest.raises(ValueError, match="2 label words for a head with 3 outputs"):
+        init_head_from_label_words(ours, tokenizer, words[:2])
+
+
 def test_adaptation_benchmark_reports_each_task_by_its_own_metrics(tmp_path):
     """`benchmarks/adaptation.py --report` tables every task by the metrics it has: MRPC by accuracy and F1, STS-B (a
     regression, no accuracy) by Pearson; seeds are averaged per (variant, size)."""
@@ -348,13 +383,15 @@ def test_adaptation_benchmark_files_each_pooling_and_head_under_its_own_label(tm
     assert "| bidir-top3-last-head0 | 0.520 (1) |" in table
 
 
-def test_adaptation_benchmark_files_each_finetune_setting_and_template_under_its_own_label(tmp_path):
-    """A sweep of a fine-tuning setting (warm-up, epochs, learning rates, batch size) or a text template into the
-    results file of the default runs must be filed under its own key: before, keys named only the model, so a warm-up-0
-    run found the default run's key and was skipped as done, silently."""
+def test_adaptation_benchmark_files_each_finetune_setting_words_and_template_under_its_own_label(tmp_path):
+    """A sweep of a fine-tuning setting (warm-up, epochs, learning rates, batch size), label words or a text template
+    into the results file of the default runs must be filed under its own key: before, keys named only the model, so a
+    warm-up-0 run found the default run's key and was skipped as done, silently."""
     template = "Review: {text}\nSentiment:"
     tag = "tpl" + hashlib.sha1(template.encode()).hexdigest()[:6]
-    labels = ["native", "native-warmup0", "causal", f"causal-epochs2-lr0.0001-{tag}", "bidir-top3-head0-bs8"]
+    words = hashlib.sha1(json.dumps([" no", " yes"]).encode()).hexdigest()[:6]
+    labels = ["native", "native-warmup0", "causal", f"causal-epochs2-lr0.0001-{tag}", "bidir-top3-head0-bs8",
+              f"causal-head0-words{words}-{tag}"]
     results = {
         f"sst2/{label}/2000/seed0": {"task": "sst2", "variant": label, "size": "2000", "seed": 0,
                                      "metrics": {"accuracy": 0.8 + i / 100}, "model": {}}
@@ -371,6 +408,8 @@ def test_adaptation_benchmark_files_each_finetune_setting_and_template_under_its
          f"causal-epochs2-lr0.0001-{tag}"),
         (["--variants", "bidir-top", "--bidirectional-layers", "3", "--classifier-hidden-size", "0", "--batch-size",
           "8"], "bidir-top3-head0-bs8"),
+        (["--variants", "causal", "--classifier-hidden-size", "0", "--label-words", " no", " yes", "--text-template",
+          template], f"causal-head0-words{words}-{tag}"),
     ]
     for extra, expected in runs:
         # Only the expected key is skipped; a wrong label would start a fine-tune, which the timeout turns into a

@@ -382,3 +382,33 @@ def load_task_model(
     if seed is not None:
         set_seed(seed)
     return model_class.from_pretrained(folder, **overrides), AutoTokenizer.from_pretrained(folder)
+
+
+def init_head_from_label_words(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, label_words: list[str] | tuple[str, ...]
+) -> None:
+    """Start a classifier's single linear layer as the decoder's language-model head cut down to one word per label
+    (label i scores `label_words[i]`, e.g. `[" negative", " positive"]`), so that before any step the classifier
+    predicts what the decoder would say next: prompt-based fine-tuning, with the prompt in the tokenizer's suffix
+    (`prepare_tokenizer(suffix=...)`) and the last token pooled.
+
+    For GemmaEncoderForSequenceClassification with `classifier_hidden_size=0` (its `score.out_proj`) or
+    transformers' `Gemma3TextForSequenceClassification` (its `score`). The weights are the rows of the tied token
+    embedding, which is Gemma's output layer; the bias (if any) starts at 0. Each word must be one token.
+    """
+    head = model.score
+    if hasattr(head, "out_proj"):
+        if head.dense is not None:
+            raise ValueError("label words set a single linear head: build the model with classifier_hidden_size=0.")
+        head = head.out_proj
+    if len(label_words) != head.out_features:
+        raise ValueError(f"{len(label_words)} label words for a head with {head.out_features} outputs.")
+    ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in label_words]
+    if any(len(word_ids) != 1 for word_ids in ids):
+        pieces = {word: tokenizer.convert_ids_to_tokens(word_ids) for word, word_ids in zip(label_words, ids)}
+        raise ValueError(f"each label word must be one token of the vocabulary: {pieces}")
+    with torch.no_grad():
+        head.weight.copy_(model.get_input_embeddings().weight[[word_ids[0] for word_ids in ids]])
+        if head.bias is not None:
+            head.bias.zero_()
+

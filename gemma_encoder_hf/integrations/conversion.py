@@ -855,8 +855,12 @@ def _convert(cls, source, model_type: str, config, seed: int, dtype, hub_kwargs:
 DEFAULT_MAX_LENGTH = 2048
 
 
+# The name of the task-prompt suffix inside the tokenizer's template (tokenizer.json); never a vocabulary entry.
+_SUFFIX = "[SUFFIX]"
+
+
 def prepare_tokenizer(
-    tokenizer: PreTrainedTokenizerBase, max_length: int = DEFAULT_MAX_LENGTH
+    tokenizer: PreTrainedTokenizerBase, max_length: int = DEFAULT_MAX_LENGTH, suffix: str | None = None
 ) -> PreTrainedTokenizerBase:
     """Give a Gemma tokenizer the encoder's conventions.
 
@@ -865,18 +869,36 @@ def prepare_tokenizer(
     - `model_max_length` becomes `max_length` (default `DEFAULT_MAX_LENGTH`, 2,048 tokens; never set it beyond the
       model's `max_position_embeddings`): `truncation=True` (pipelines, CrossEncoder, `embed`, `score_pairs`) cuts
       longer texts there, and tokenizing a longer text without truncation logs transformers' length warning.
+    - `suffix` (e.g. `"\nSentiment:"`), when given, is a task prompt put after every input, single or pair
+      (`<bos> A suffix`, `<bos> A <eos> B suffix`). It lives in the tokenizer's template, so it is saved with the
+      tokenizer and every caller (Trainer, pipelines, CrossEncoder, `score_pairs`) adds it alike, and truncation
+      shortens the text, never the suffix: a classifier that reads the last token always reads the prompt's. It is
+      tokenized on its own, which is what tokenizing `text + suffix` gives whenever the text's last token does not
+      merge with the suffix's first (true of Gemma's vocabulary for a suffix that starts with a newline). None keeps
+      the tokenizer's suffix, if any; "" removes it.
     """
     backend = getattr(tokenizer, "_tokenizer", None)
     if backend is None:
         raise TypeError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer.")
     bos, eos = tokenizer.bos_token, tokenizer.eos_token
-    backend.post_processor = TemplateProcessing(
-        single=f"{bos} $A",
-        pair=f"{bos} $A {eos} $B:1",
-        special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
-    )
+    special_tokens: list = [(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)]
+    single, pair = f"{bos} $A", f"{bos} $A {eos} $B:1"
+    suffix = tokenizer_suffix(tokenizer) if suffix is None else suffix
+    if suffix:
+        ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+        special_tokens.append({"id": _SUFFIX, "ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)})
+        single, pair = f"{single} {_SUFFIX}", f"{pair} {_SUFFIX}:1"
+    backend.post_processor = TemplateProcessing(single=single, pair=pair, special_tokens=special_tokens)
     tokenizer.model_max_length = max_length
     return tokenizer
+
+
+def tokenizer_suffix(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The task-prompt suffix `prepare_tokenizer(..., suffix=...)` put in this tokenizer's template; "" if none."""
+    processor = tokenizer.backend_tokenizer.post_processor
+    # The processor's own JSON (bytes): serialising the whole tokenizer would write its 262k-entry vocabulary.
+    entry = (json.loads(processor.__getstate__()).get("special_tokens") or {}).get(_SUFFIX) if processor else None
+    return tokenizer.decode(entry["ids"]) if entry else ""
 
 
 def check_pair_template(tokenizer: PreTrainedTokenizerBase) -> None:
