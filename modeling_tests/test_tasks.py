@@ -44,6 +44,7 @@ from test_docs import DOCS, commands
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
+ADAPTATION_BENCHMARK = [sys.executable, str(REPO / "benchmarks" / "adaptation.py")]
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
 
 
@@ -343,11 +344,32 @@ def test_adaptation_benchmark_reports_each_task_by_its_own_metrics(tmp_path):
     }
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
-    report = subprocess.run([sys.executable, str(REPO / "benchmarks" / "adaptation.py"), "--report", str(path)],
-                            check=True, capture_output=True, text=True).stdout
+    report = subprocess.run(ADAPTATION_BENCHMARK + ["--report", str(path)], check=True, capture_output=True,
+                            text=True).stdout
     titles = [line.split(" (")[0] for line in report.splitlines() if "(mean over seeds" in line]
     assert titles == ["mrpc accuracy", "mrpc f1", "stsb pearson"]
     assert "| native | 0.850 [0.800-0.900] (2) |" in report.split("stsb pearson")[1]
+
+
+def _adaptation_results(tmp_path, task: str, labels: list[str], metrics) -> tuple[Path, list[str]]:
+    """A results file holding one seed-0 record at 2,000 examples per label (`metrics(i)` for the i-th), and the
+    benchmark arguments that resume into it."""
+    results = {
+        f"{task}/{label}/2000/seed0": {"task": task, "variant": label, "size": "2000", "seed": 0,
+                                       "metrics": metrics(i), "model": {}}
+        for i, label in enumerate(labels)
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return path, ["--task", task, "--sizes", "2000", "--seeds", "0", "--out", str(path), "--data", str(ROOT),
+                  "--work-dir", str(tmp_path / "work"), "--device", "cpu"]
+
+
+def _skipped_keys(argv: list[str]) -> list[str]:
+    """The keys a benchmark invocation skips as done. Every key a test asks for is in its file, so nothing trains; a
+    wrong label would start a fine-tune, which the timeout turns into a failure rather than a long run."""
+    out = subprocess.run(ADAPTATION_BENCHMARK + argv, check=True, capture_output=True, text=True, timeout=300).stdout
+    return [line.split()[1] for line in out.splitlines() if line.startswith("skip ")]
 
 
 def test_adaptation_benchmark_files_each_pooling_and_head_under_its_own_label(tmp_path):
@@ -355,27 +377,16 @@ def test_adaptation_benchmark_files_each_pooling_and_head_under_its_own_label(tm
     are keyed by label) nor averaged with the default's; the report orders layer counts by number and other settings
     after the default."""
     labels = ["bidir-top10", "causal-mean-head0", "bidir-top3-last-head0", "native", "causal", "bidir-top3", "bidir"]
-    results = {
-        f"mrpc/{label}/2000/seed0": {"task": "mrpc", "variant": label, "size": "2000", "seed": 0,
-                                     "metrics": {"accuracy": 0.5 + i / 100, "f1": 0.6}, "model": {}}
-        for i, label in enumerate(labels)
-    }
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(results))
-    argv = ["--task", "mrpc", "--sizes", "2000", "--seeds", "0", "--out", str(path), "--data", str(ROOT),
-            "--work-dir", str(tmp_path / "work"), "--device", "cpu"]
-    script = [sys.executable, str(REPO / "benchmarks" / "adaptation.py")]
+    path, argv = _adaptation_results(tmp_path, "mrpc", labels, lambda i: {"accuracy": 0.5 + i / 100, "f1": 0.6})
     runs = [
         (["--variants", "bidir-top", "causal", "--bidirectional-layers", "3", "--pooling", "last",
           "--causal-pooling", "mean", "--classifier-hidden-size", "0"], ["bidir-top3-last-head0", "causal-mean-head0"]),
         (["--variants", "native", "causal", "bidir"], ["native", "causal", "bidir"]),
     ]
     for extra, expected in runs:
-        # Every key is in the file, so nothing trains; the timeout turns a regression into a failure, not a long run.
-        out = subprocess.run(script + argv + extra, check=True, capture_output=True, text=True, timeout=300).stdout
-        skipped = [line.split()[1] for line in out.splitlines() if line.startswith("skip ")]
-        assert skipped == [f"mrpc/{label}/2000/seed0" for label in expected]
-    report = subprocess.run(script + ["--report", str(path)], check=True, capture_output=True, text=True).stdout
+        assert _skipped_keys(argv + extra) == [f"mrpc/{label}/2000/seed0" for label in expected]
+    report = subprocess.run(ADAPTATION_BENCHMARK + ["--report", str(path)], check=True, capture_output=True,
+                            text=True).stdout
     table = report.split("mrpc accuracy")[1].split("mrpc f1")[0]
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines() if line.startswith("| ")][1:]
     assert rows == ["native", "causal", "causal-mean-head0", "bidir", "bidir-top3", "bidir-top3-last-head0",
@@ -392,16 +403,7 @@ def test_adaptation_benchmark_files_each_finetune_setting_words_and_template_und
     words = hashlib.sha1(json.dumps([" no", " yes"]).encode()).hexdigest()[:6]
     labels = ["native", "native-warmup0", "causal", f"causal-epochs2-lr0.0001-{tag}", "bidir-top3-head0-bs8",
               f"causal-head0-words{words}-{tag}"]
-    results = {
-        f"sst2/{label}/2000/seed0": {"task": "sst2", "variant": label, "size": "2000", "seed": 0,
-                                     "metrics": {"accuracy": 0.8 + i / 100}, "model": {}}
-        for i, label in enumerate(labels)
-    }
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(results))
-    argv = ["--task", "sst2", "--sizes", "2000", "--seeds", "0", "--out", str(path), "--data", str(ROOT),
-            "--work-dir", str(tmp_path / "work"), "--device", "cpu"]
-    script = [sys.executable, str(REPO / "benchmarks" / "adaptation.py")]
+    _, argv = _adaptation_results(tmp_path, "sst2", labels, lambda i: {"accuracy": 0.8 + i / 100})
     runs = [
         (["--variants", "native", "--warmup-ratio", "0"], "native-warmup0"),
         (["--variants", "causal", "--epochs", "2", "--learning-rate", "1e-4", "--text-template", template],
@@ -412,17 +414,11 @@ def test_adaptation_benchmark_files_each_finetune_setting_words_and_template_und
           template], f"causal-head0-words{words}-{tag}"),
     ]
     for extra, expected in runs:
-        # Only the expected key is skipped; a wrong label would start a fine-tune, which the timeout turns into a
-        # failure.
-        out = subprocess.run(script + argv + extra, check=True, capture_output=True, text=True, timeout=300).stdout
-        assert [line.split()[1] for line in out.splitlines() if line.startswith("skip ")] == [
-            f"sst2/{expected}/2000/seed0"]
+        assert _skipped_keys(argv + extra) == [f"sst2/{expected}/2000/seed0"]
     # Defaults spelled out are still the default runs' labels.
     explicit = ["--learning-rate", str(TrainingConfig.learning_rate), "--warmup-ratio",
                 str(TrainingConfig.warmup_ratio), "--epochs", "1", "--batch-size", "16"]
-    out = subprocess.run(script + argv + ["--variants", "native", "causal"] + explicit, check=True,
-                         capture_output=True, text=True, timeout=300).stdout
-    assert [line.split()[1] for line in out.splitlines() if line.startswith("skip ")] == [
+    assert _skipped_keys(argv + ["--variants", "native", "causal"] + explicit) == [
         "sst2/native/2000/seed0", "sst2/causal/2000/seed0"]
     # The template formats the first text of training and validation rows alike; the second text of a pair is left.
     spec = importlib.util.spec_from_file_location("adaptation_benchmark", REPO / "benchmarks" / "adaptation.py")
@@ -432,7 +428,8 @@ def test_adaptation_benchmark_files_each_finetune_setting_words_and_template_und
     assert rows[0] == {"text": "Review: a {b}\nSentiment:", "text_pair": "c", "label": 1}
     # A template without {text}, or naming another field, is refused before anything runs.
     for bad in ("Sentiment:", "{label}: {text}"):
-        refused = subprocess.run(script + argv + ["--text-template", bad], capture_output=True, text=True)
+        refused = subprocess.run(ADAPTATION_BENCHMARK + argv + ["--text-template", bad], capture_output=True,
+                                 text=True)
         assert refused.returncode == 2 and "--text-template" in refused.stderr
 
 
