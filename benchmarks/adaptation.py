@@ -20,11 +20,10 @@ every size), for seven variants of the embedded Gemma 3 270M:
 Every run is one fine-tune (`gemma_encoder_hf.harness.training.finetune_classifier`) with the same optimiser settings;
 each result is appended to a JSON file keyed by (task, variant, size, seed), the variant's label carrying its layer
 count, any pooling other than its default, any head width, each fine-tuning setting that differs from its default and
-the label words and text template if any (bidir-top3, bidir-top3-last, causal-head0, native-warmup0,
-causal-tpl1a2b3c), so an
-interrupted invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8 minutes on
-an H100) fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by every size and
-seed.
+the label words and text template if any (bidir-top3, bidir-top3-last, causal-head0, native-warmup0, causal-tpl1a2b3c),
+so an interrupted invocation resumes where it stopped, and several invocations (e.g. one per variant, each under ~8
+minutes on an H100) fill the same file. Adapted encoders are built once per (corpus, objective, steps) and reused by
+every size and seed.
 
     python benchmarks/adaptation.py --task sst2 --sizes 500 2000 --seeds 0 1               # CPU, small
     python benchmarks/adaptation.py --task sst2 --variants adapted-task --sizes full --device cuda
@@ -194,9 +193,9 @@ FINETUNE_SETTINGS = {
 }
 
 
-def template_tag(template: str) -> str:
-    """A short, stable name for a text template: `tpl` and the first 6 hex digits of its sha1."""
-    return "tpl" + hashlib.sha1(template.encode()).hexdigest()[:6]
+def short_hash(text: str) -> str:
+    """A short, stable name for a setting too long for a label (a template, label words): 6 hex digits of its sha1."""
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
 
 
 def variant_label(args: argparse.Namespace, variant: str) -> str:
@@ -219,8 +218,8 @@ def variant_label(args: argparse.Namespace, variant: str) -> str:
         if getattr(args, name) != default:
             label = f"{label}-{tag}{getattr(args, name):g}"
     if args.label_words:
-        label = f"{label}-words{hashlib.sha1(json.dumps(args.label_words).encode()).hexdigest()[:6]}"
-    return label if args.text_template is None else f"{label}-{template_tag(args.text_template)}"
+        label = f"{label}-words{short_hash(json.dumps(args.label_words))}"
+    return label if args.text_template is None else f"{label}-tpl{short_hash(args.text_template)}"
 
 
 def variant_order(labels: set[str]) -> list[str]:
