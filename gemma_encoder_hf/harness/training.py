@@ -2,8 +2,9 @@
 """Fine-tuning through `transformers.Trainer`: the one entry point used by the examples, benchmarks and experiments.
 
 Owns: tokenising task datasets, the optimizer (optionally a separate learning rate for the freshly initialised head,
-as in the paper), the Trainer arguments (per-task best-checkpoint metric, bf16 autocast on CUDA, dynamic padding)
-and the ranking-group collator. Works for any sequence classifier, including transformers' native ones (baselines).
+as in the paper), the Trainer arguments (per-task best-checkpoint metric, bf16 autocast on CUDA, dynamic padding),
+the ranking-group collator and a head started from label words (`init_head_from_label_words`). Works for any sequence
+classifier, including transformers' native ones (baselines).
 """
 
 from __future__ import annotations
