@@ -185,11 +185,11 @@ def build_model(args: argparse.Namespace, variant: str, task, task_texts: list[s
 # `-<tag><value>` in its label, so a sweep (warm-up 0, two epochs...) into the same file is filed beside the default
 # runs instead of being skipped as done, and is never averaged with them.
 FINETUNE_SETTINGS = {
-    "epochs": (1.0, "epochs"),
+    "epochs": (TrainingConfig.epochs, "epochs"),
     "learning_rate": (TrainingConfig.learning_rate, "lr"),
     "head_learning_rate": (TrainingConfig.head_learning_rate, "headlr"),
     "warmup_ratio": (TrainingConfig.warmup_ratio, "warmup"),
-    "batch_size": (16, "bs"),
+    "batch_size": (TrainingConfig.batch_size, "bs"),
 }
 
 
