@@ -1,5 +1,6 @@
 """Data readers on the real shared files, deterministic splits, user tables and ranking groups."""
 
+import importlib.util
 import json
 import os
 from collections import Counter
@@ -11,6 +12,7 @@ import pytest
 from gemma_encoder_hf.harness import data
 from gemma_encoder_hf.harness.errors import InvalidArgumentError, PathNotFoundError
 
+REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get(data.DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the shared data folder {ROOT} is not beside the repo")
 
@@ -125,6 +127,26 @@ def test_sst2_split_is_deterministic_and_seeded(sst2_split):
     assert validation_b["text"] == validation["text"] and len(train_b) == len(train)
     _, validation_c = data.dev_shaped_split(pool, spec, seed=1)
     assert validation_c["text"] != validation["text"]
+
+
+@needs_data
+def test_prompt_selection_scores_training_full_sentences_never_validation(sst2_split):
+    """`benchmarks/prompt_selection.py` picks a prompt on training-side full sentences: a prompt picked there has not
+    seen the validation split the fine-tunes are judged on."""
+    pool, (train, validation) = sst2_split
+    spec = importlib.util.spec_from_file_location("prompt_selection", REPO / "benchmarks" / "prompt_selection.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    texts, labels = benchmark.selection_rows(ROOT, 200, seed=0)
+    assert len(texts) == len(set(texts)) == 200 and labels.tolist().count(1) == 100
+    assert not set(texts) & set(validation["text"])
+    train_label = dict(zip(train["text"], train["label"]))
+    assert [train_label[t] for t in texts] == labels.tolist()
+    full = {train["text"][i] for i in data.full_sentence_rows(train["text"])}
+    assert set(texts) <= full
+    assert np.mean([len(t.split()) for t in texts]) > 15  # sentences like the dev set's, not the file's phrases
+    again, _ = benchmark.selection_rows(ROOT, 200, seed=0)
+    assert again == texts and benchmark.selection_rows(ROOT, 200, seed=1)[0] != texts
 
 
 @needs_data
