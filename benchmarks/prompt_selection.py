@@ -12,7 +12,7 @@ over `train_validation_split`'s training part), never the validation split that 
 prompt picked here has not seen the validation set. Two numbers a pair: the raw accuracy, and the accuracy once the
 two scores' mean difference over the scored rows is subtracted (the bias a linear head learns in its first steps).
 
-    OMP_NUM_THREADS=2 python benchmarks/prompt_selection.py --rows 400 \\
+    OMP_NUM_THREADS=1 python benchmarks/prompt_selection.py --rows 1000 \\
         --out benchmarks/results/prompt_selection_sst2.json
 """
 

@@ -73,14 +73,14 @@ class GlueRecipe:
 
 # Every task but CoLA: no adaptation, only the top 3 of the 270M's 18 layers bidirectional, mean pooling. On the
 # dev-shaped splits at 2,000 examples, against native (benchmarks/results/adaptation_cpu_devshaped.md), seeds 0 / 1:
-# SST-2 accuracy 0.894 / 0.878 against 0.881 / 0.880, seeds 2 / 3 0.884 / 0.874 against 0.892 / 0.859, seeds 4 / 5
-# 0.850 / 0.861 against 0.847 / 0.882, seeds 6-9 0.886 / 0.877 / 0.866 / 0.873 against 0.878 / 0.873 / 0.868 / 0.893
-# (level over the ten: 0.874 against 0.875; our causal classifier 0.881, +0.3 on seeds 6-9; a task prompt did not
-# help; top 2: 0.865 / 0.851, top 4: 0.884 / 0.854, top 6: 0.877 / 0.870, every layer: 0.874 / 0.860; MNTP first, with
-# the top-3 mask: 0.882 / 0.864); MRPC F1
-# 0.857 / 0.825 against 0.834 / 0.816 (every layer: 0.803, the majority class's F1); QNLI 0.795 / 0.804 against 0.782
-# / 0.781; STS-B Pearson 0.857 / 0.850 against 0.854 / 0.861 (top 6: 0.854 / 0.859); RTE (all 2,208 pairs) 0.652 /
-# 0.681 against 0.631 / 0.674.
+# SST-2 accuracy 0.894 / 0.878 against 0.881 / 0.880, seeds 2 / 3 0.884 / 0.874 against 0.892 / 0.859, seeds 4 / 5 0.850
+# / 0.861 against 0.847 / 0.882, seeds 6-9 0.886 / 0.877 / 0.866 / 0.873 against 0.878 / 0.873 / 0.868 / 0.893 (level
+# over the ten: 0.874 against 0.875; our causal classifier 0.881, +0.3 on seeds 6-9; task prompts, with or without a
+# head started from label words, 0.874-0.882, none above the causal classifier; top 2: 0.865 / 0.851, top 4: 0.884 /
+# 0.854, top 6: 0.877 / 0.870, every layer: 0.874 / 0.860; MNTP first, with the top-3 mask: 0.882 / 0.864); MRPC F1
+# 0.857 / 0.825 against 0.834 / 0.816 (every layer: 0.803, the majority class's F1); QNLI 0.795 / 0.804 against 0.782 /
+# 0.781; STS-B Pearson 0.857 / 0.850 against 0.854 / 0.861 (top 6: 0.854 / 0.859); RTE (all 2,208 pairs) 0.652 / 0.681
+# against 0.631 / 0.674.
 # CoLA keeps the decoder's causal attention, reads the last token and scores it with a single linear layer, as native
 # does: acceptability is what a left-to-right language model already scores, and every bidirectional setting lost it
 # (Matthews at 2,000, seeds 0 / 1: 0.165 / 0.028 top 3, 0.028 / 0.070 every layer; native 0.142 / 0.262). Of the
