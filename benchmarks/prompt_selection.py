@@ -12,8 +12,11 @@ over `train_validation_split`'s training part), never the validation split that 
 prompt picked here has not seen the validation set. Two numbers a pair: the raw accuracy, and the accuracy once the
 two scores' mean difference over the scored rows is subtracted (the bias a linear head learns in its first steps).
 
-    OMP_NUM_THREADS=1 python benchmarks/prompt_selection.py --rows 1000 \\
-        --out benchmarks/results/prompt_selection_sst2.json
+Measured (benchmarks/results/adaptation_cpu_devshaped.md): the best start, `{text}\\nIn short, this movie is` with
+" negative" / " positive" (0.877 against 0.826 for `{text}\\nSentiment:`), fine-tunes to the same accuracy as the other
+prompts and as our causal classifier without one (0.881 over ten seeds at 2,000 sentences).
+
+    OMP_NUM_THREADS=1 python benchmarks/prompt_selection.py --out benchmarks/results/prompt_selection_sst2.json
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def word_scores(model, tokenizer, texts: list[str], batch_size: int, max_length:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA_ROOT)
-    parser.add_argument("--rows", type=int, default=400, help="training-side full sentences scored (half each label)")
+    parser.add_argument("--rows", type=int, default=1000, help="training-side full sentences scored (half each label)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32, dest="batch_size")
     parser.add_argument("--max-length", type=int, default=128, dest="max_length")
