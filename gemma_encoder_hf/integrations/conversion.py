@@ -2,7 +2,8 @@
 """Decoder checkpoint (local folder, Hub id or GGUF file) -> GemmaEncoder config, weights and tokenizer.
 
 Owns: reading a supported checkpoint's config and weights, mapping them onto a GemmaEncoder class, and preparing the
-tokenizer (pair template, length limit, an optional task-prompt suffix). It does not touch the modeling code beyond constructing/loading models.
+tokenizer (pair template, length limit, an optional task-prompt suffix). It does not touch the modeling code beyond
+constructing/loading models.
 """
 
 import dataclasses
