@@ -18,8 +18,9 @@ Every variant starts from the same backbone and is fine-tuned with the same Trai
   (`GemmaEncoderConfig.bidirectional_layers`); its rows say `bidirectional-topK`.
 
 Runs are ordered seed by seed (every mode of seed 0 first), and the results files are rewritten after every run, so
-an interrupted benchmark keeps what it measured. `--merge` joins the JSON files of separate runs (one per task or
-seed) into one table. Commands of the committed results: README, token-level tasks.
+an interrupted benchmark keeps what it measured. `--merge` joins the JSON files of separate runs of one task (one per
+mode or seed) into one table; a setup field that differs between the files (threads, top layers) is listed on each
+row. Commands of the committed results: README, token-level tasks.
 
     python benchmarks/token_tasks.py --train-examples 1000 4000 --eval-examples 500 --max-length 64 --epochs 1 \
         --seeds 0 --out benchmarks/results/token_tasks_cpu
@@ -79,7 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/token_tasks_cpu"))
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                        help="join these results files (same task) into --out and exit")  # fmt: skip
+                        help="join these results files (one task) into --out and exit")  # fmt: skip
     return parser.parse_args()
 
 
@@ -99,10 +100,7 @@ def load_task(args: argparse.Namespace):
 def main() -> None:
     args = parse_args()
     if args.merge:
-        reports = [json.loads(path.read_text()) for path in args.merge]
-        rows = [row for report in reports for row in report["runs"]]
-        rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"].rstrip("0123456789"))))
-        write(args.out, reports[0]["setup"], rows)
+        write(args.out, *merge_reports([json.loads(path.read_text()) for path in args.merge]))
         return
     pool, validation = load_task(args)
     source = encoder_dir(args.model)
@@ -170,11 +168,32 @@ def main() -> None:
                 del model, result
 
 
+def merge_reports(reports: list[dict]) -> tuple[dict, list[dict]]:
+    """(setup, rows) of one table joining the results files of separate runs of one task. The setup keeps the fields
+    that every file shares; the fields that differ (the thread count, the number of bidirectional top layers) go with
+    each of that file's rows as `run_setup`, so that no file's setup is stated for another file's runs."""
+    tasks = {report["setup"].get("task", "conll2003") for report in reports}
+    if len(tasks) > 1:
+        raise SystemExit(f"--merge joins the results of one task; these files hold {sorted(tasks)}.")
+    keys = dict.fromkeys(key for report in reports for key in report["setup"])
+    shared = {
+        key: reports[0]["setup"][key] for key in keys
+        if all(key in report["setup"] and report["setup"][key] == reports[0]["setup"][key] for report in reports)
+    }  # fmt: skip
+    rows = []
+    for report in reports:
+        own = {key: value for key, value in report["setup"].items() if key not in shared}
+        rows += [{**row, "run_setup": own} if own else row for row in report["runs"]]
+    rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"].rstrip("0123456789"))))
+    return shared, rows
+
+
 def write(out: Path, setup: dict, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"setup": setup, "runs": rows}, indent=2) + "\n")
     conll = setup.get("task", "conll2003") == "conll2003"
     metrics = ("f1", "precision", "recall") if conll else ("f1", "exact_match")
+    per_run = any("run_setup" in r for r in rows)  # a merged table whose files' setups differ
     lines = [
         f"# {TITLES[setup.get('task', 'conll2003')]}",
         "",
@@ -182,13 +201,14 @@ def write(out: Path, setup: dict, rows: list[dict]) -> None:
         "",
         f"| mode | train {'sentences' if conll else 'questions'} | seed | "
         + " | ".join("entity F1" if m == "f1" and conll else m.replace("_", " ") for m in metrics)
-        + " | adapt s | train s |",
-        "|---|---|---|" + "---|" * len(metrics) + "---|---|",
+        + " | adapt s | train s |" + (" run setup |" if per_run else ""),
+        "|---|---|---|" + "---|" * len(metrics) + "---|---|" + ("---|" if per_run else ""),
     ]
     for r in rows:
         values = " | ".join(f"{r[m]:.4f}" for m in metrics)
+        own = ", ".join(f"{key}: {value}" for key, value in r.get("run_setup", {}).items())
         lines.append(f"| {r['mode']} | {r['train_examples']} | {r['seed']} | {values} | {r['adapt_seconds']} | "
-                     f"{r['train_seconds']} |")  # fmt: skip
+                     f"{r['train_seconds']} |" + (f" {own} |" if per_run else ""))  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

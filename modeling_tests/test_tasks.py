@@ -276,6 +276,23 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
     assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
 
 
+def test_finetune_cli_causal_attention_drops_a_glue_recipes_bidirectional_layers(tiny_encoder_dir, tmp_path):
+    """`--attention causal` on a recipe with bidirectional top layers (SST-2's) runs a causal model, and must not
+    leave the recipe's layer count in the saved config and the results record, where it would claim layers that
+    attend both ways."""
+    from gemma_encoder_hf.harness.glue import GLUE_RECIPES
+
+    assert GLUE_RECIPES["sst2"].attention == "bidirectional" and GLUE_RECIPES["sst2"].bidirectional_layers
+    out = tmp_path / "sst2"
+    assert cli.main(["finetune", "--task", "sst2", str(tiny_encoder_dir), str(out), "--train-examples", "16",
+                     "--attention", "causal", "--data", str(ROOT), "--device", "cpu"]) == 0  # fmt: skip
+    record = json.loads((out / "results.json").read_text())
+    assert (record["recipe"]["attention"], record["recipe"]["bidirectional_layers"]) == ("causal", None)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert (config["attention"], config["bidirectional_layers"]) == ("causal", None)
+    assert "bidirectional_layers" not in record["config"]  # the record lists the set (non-None) fields
+
+
 def test_cola_recipe_keeps_the_decoders_causal_attention(tiny_encoder_dir, tmp_path):
     """CoLA's recipe is the one GLUE recipe without bidirectional layers (causal attention, last-token pooling, a
     linear head like native's): the saved model is causal, and its outputs are the decoder's, the same whatever

@@ -3,6 +3,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,10 @@ from gemma_encoder_hf.harness.token_tasks import (
     split_by_article,
     squad_metrics,
 )
+from gemma_encoder_hf.harness.training import capped_bidirectional_layers
 from gemma_encoder_hf.integrations.model_card import write_model_card
 
+REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
@@ -86,6 +90,10 @@ def test_finetune_then_evaluate_cli(task, tiny_real_vocab_dir, tmp_path, capsys)
     record = json.loads((out / "results.json").read_text())
     assert record["task"] == task and record["training"]["train_examples"] >= 16
     assert record["training"]["attention"] == RECIPES[task].attention  # no --attention: the task's recipe
+    # ... and its bidirectional top layers, capped at the tiny model's depth (None: every layer).
+    layers = capped_bidirectional_layers(tiny_real_vocab_dir, RECIPES[task].bidirectional_layers)
+    assert record["training"]["bidirectional_layers"] == layers
+    assert json.loads((out / "config.json").read_text())["bidirectional_layers"] == layers
     capsys.readouterr()
     limit = ["--max-examples", "24"]
     assert cli_main(["evaluate", str(out), "--task", task, "--data", str(DATA_ROOT), "--max-length", length, "--device", "cpu",
@@ -133,6 +141,53 @@ def test_finetune_cli_bidirectional_layers_reach_the_saved_model(tiny_real_vocab
         assert json.loads((out / "config.json").read_text())["bidirectional_layers"] == expected
 
 
+def test_finetune_cli_causal_attention_drops_the_recipes_bidirectional_layers(tiny_real_vocab_dir, tmp_path):
+    """SQuAD's recipe turns the top layers bidirectional; `--attention causal` (the causal baseline) must not leave
+    that count in the saved config and the results record, where it would claim layers that attend both ways."""
+    assert RECIPES["squad"].attention == "bidirectional" and RECIPES["squad"].bidirectional_layers
+    out = tmp_path / "causal"
+    assert cli_main(["finetune", str(tiny_real_vocab_dir), str(out), "--task", "squad", "--data", str(DATA_ROOT),
+                     "--train-examples", "8", "--eval-examples", "8", "--batch-size", "4", "--max-length", "96",
+                     "--attention", "causal", "--device", "cpu"]) == 0  # fmt: skip
+    record = json.loads((out / "results.json").read_text())
+    assert (record["training"]["attention"], record["training"]["bidirectional_layers"]) == ("causal", None)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["attention"], config["bidirectional_layers"]) == ("causal", None)
+
+
 def test_finetune_cli_errors(tmp_path, capsys):
     assert cli_main(["finetune", "embedded", str(tmp_path / "x"), "--task", "nope"]) == 2
     assert "gemma-encoder finetune: error: Unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_token_tasks_benchmark_merge_states_each_files_own_setup(tmp_path):
+    """`benchmarks/token_tasks.py --merge` joins separate runs into one table. Fields their setups share head the
+    table; a field that differs (threads, the top layers of a bidirectional-topK run) goes with that file's rows. The
+    merged table used to print the first file's setup for every run, so two-thread runs read as one-thread runs."""
+    base = {"task": "squad", "max_length": 384, "device": "cpu (x86_64, 1 threads)", "torch": "2.13.0+cpu"}
+    row = {"train_examples": 2000, "f1": 0.6, "exact_match": 0.5, "adapt_seconds": 0.0, "train_seconds": 1.0}
+    files = {
+        "causal": {"setup": base, "runs": [{**row, "mode": "causal", "seed": 1}]},
+        "top2": {"setup": {**base, "device": "cpu (x86_64, 2 threads)", "bidirectional_layers": 2},
+                 "runs": [{**row, "mode": "bidirectional-top2", "seed": 0, "f1": 0.7}]},
+    }  # fmt: skip
+    for name, report in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    out = tmp_path / "merged"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "token_tasks.py"), "--task", "squad", "--out", str(out),
+                    "--merge", str(tmp_path / "causal.json"), str(tmp_path / "top2.json")], check=True)  # fmt: skip
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert merged["setup"] == {"task": "squad", "max_length": 384, "torch": "2.13.0+cpu"}
+    assert [(r["mode"], r["seed"], r.get("run_setup")) for r in merged["runs"]] == [
+        ("bidirectional-top2", 0, {"device": "cpu (x86_64, 2 threads)", "bidirectional_layers": 2}),
+        ("causal", 1, {"device": "cpu (x86_64, 1 threads)"}),
+    ]
+    table = out.with_suffix(".md").read_text()
+    assert "| 0.6000 | 0.5000 | 0.0 | 1.0 | device: cpu (x86_64, 1 threads) |" in table
+    assert "device: cpu (x86_64, 2 threads), bidirectional_layers: 2 |" in table
+    # Tables of two tasks do not join: their metrics differ.
+    (tmp_path / "conll.json").write_text(json.dumps({"setup": {**base, "task": "conll2003"}, "runs": []}))
+    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "token_tasks.py"), "--out", str(out),
+                              "--merge", str(tmp_path / "causal.json"), str(tmp_path / "conll.json")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "one task" in refused.stderr

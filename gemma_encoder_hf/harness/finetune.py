@@ -89,8 +89,9 @@ def finetune_task(
     scores for the token tasks). `adapt_steps`: masked-next-token steps on unlabelled text before fine-tuning
     (token tasks: the training examples' text, `adaptation_texts`; GLUE: the whole training split's); the adapted
     encoder goes to `output_dir/adapted`. None keeps the recipe's, 0 skips the stage. `bidirectional_layers`: only
-    the top N layers attend both ways (`GemmaEncoderConfig.bidirectional_layers`); None keeps the recipe's, 0 turns
-    every layer bidirectional; a ValueError when the attention is causal (given, or CoLA's recipe).
+    the top N layers attend both ways (`GemmaEncoderConfig.bidirectional_layers`); None keeps the recipe's (none
+    with `attention="causal"`), 0 turns every layer bidirectional; a ValueError when the attention is causal (given,
+    or CoLA's recipe).
     """
     task = task.lower()
     output_dir = Path(output_dir)
@@ -107,6 +108,9 @@ def finetune_task(
         if bidirectional_layers is not None:
             _check_layers_are_bidirectional(bidirectional_layers, recipe.attention, task)
             recipe = dataclasses.replace(recipe, bidirectional_layers=bidirectional_layers or None)
+        elif recipe.attention != "bidirectional":
+            # The recipe's layer count means nothing under causal attention: keep it out of the config and record.
+            recipe = dataclasses.replace(recipe, bidirectional_layers=None)
         return run_glue(
             task, source, output_dir, train_examples, recipe=recipe, data_root=root_given, seed=seed, device=device,
             cache_dir=cache_dir, show_progress_bar=show_progress_bar,
@@ -130,7 +134,8 @@ def finetune_task(
     attention = attention or recipe.attention
     adapt_steps = recipe.adapt_steps if adapt_steps is None else adapt_steps
     if bidirectional_layers is None:
-        bidirectional_layers = recipe.bidirectional_layers
+        # `--attention causal` on a recipe with bidirectional top layers: none of them (the count would mean nothing).
+        bidirectional_layers = recipe.bidirectional_layers if attention == "bidirectional" else None
     else:
         _check_layers_are_bidirectional(bidirectional_layers, attention, task)
     bidirectional_layers = bidirectional_layers or None  # 0: every layer
