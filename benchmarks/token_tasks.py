@@ -170,19 +170,18 @@ def main() -> None:
 
 def merge_reports(reports: list[dict]) -> tuple[dict, list[dict]]:
     """(setup, rows) of one table joining the results files of separate runs of one task. The setup keeps the fields
-    that every file shares; the fields that differ (the thread count, the number of bidirectional top layers) go with
-    each of that file's rows as `run_setup`, so that no file's setup is stated for another file's runs."""
+    that every file shares (a field a file lacks counts as None, as in files written before the field existed); a
+    field that differs (the thread count, the number of bidirectional top layers) goes with each row of the files
+    that set it, as `run_setup`, so that no file's setup is stated for another file's runs."""
     tasks = {report["setup"].get("task", "conll2003") for report in reports}
     if len(tasks) > 1:
         raise SystemExit(f"--merge joins the results of one task; these files hold {sorted(tasks)}.")
+    first = reports[0]["setup"]
     keys = dict.fromkeys(key for report in reports for key in report["setup"])
-    shared = {
-        key: reports[0]["setup"][key] for key in keys
-        if all(key in report["setup"] and report["setup"][key] == reports[0]["setup"][key] for report in reports)
-    }  # fmt: skip
+    shared = {key: first.get(key) for key in keys if all(r["setup"].get(key) == first.get(key) for r in reports)}
     rows = []
     for report in reports:
-        own = {key: value for key, value in report["setup"].items() if key not in shared}
+        own = {key: value for key, value in report["setup"].items() if key not in shared and value is not None}
         rows += [{**row, "run_setup": own} if own else row for row in report["runs"]]
     rows.sort(key=lambda r: (r["train_examples"], r["seed"], MODES.index(r["mode"].rstrip("0123456789"))))
     return shared, rows

@@ -164,23 +164,27 @@ def test_token_tasks_benchmark_merge_states_each_files_own_setup(tmp_path):
     """`benchmarks/token_tasks.py --merge` joins separate runs into one table. Fields their setups share head the
     table; a field that differs (threads, the top layers of a bidirectional-topK run) goes with that file's rows. The
     merged table used to print the first file's setup for every run, so two-thread runs read as one-thread runs."""
+    # The causal file predates the bidirectional_layers field; a None there means the same as its absence.
     base = {"task": "squad", "max_length": 384, "device": "cpu (x86_64, 1 threads)", "torch": "2.13.0+cpu"}
     row = {"train_examples": 2000, "f1": 0.6, "exact_match": 0.5, "adapt_seconds": 0.0, "train_seconds": 1.0}
     files = {
         "causal": {"setup": base, "runs": [{**row, "mode": "causal", "seed": 1}]},
         "top2": {"setup": {**base, "device": "cpu (x86_64, 2 threads)", "bidirectional_layers": 2},
                  "runs": [{**row, "mode": "bidirectional-top2", "seed": 0, "f1": 0.7}]},
+        "causal-newer": {"setup": {**base, "bidirectional_layers": None},
+                         "runs": [{**row, "mode": "causal", "seed": 2}]},
     }  # fmt: skip
     for name, report in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(report))
     out = tmp_path / "merged"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "token_tasks.py"), "--task", "squad", "--out", str(out),
-                    "--merge", str(tmp_path / "causal.json"), str(tmp_path / "top2.json")], check=True)  # fmt: skip
+                    "--merge", *(str(tmp_path / f"{name}.json") for name in files)], check=True)  # fmt: skip
     merged = json.loads(out.with_suffix(".json").read_text())
     assert merged["setup"] == {"task": "squad", "max_length": 384, "torch": "2.13.0+cpu"}
     assert [(r["mode"], r["seed"], r.get("run_setup")) for r in merged["runs"]] == [
         ("bidirectional-top2", 0, {"device": "cpu (x86_64, 2 threads)", "bidirectional_layers": 2}),
         ("causal", 1, {"device": "cpu (x86_64, 1 threads)"}),
+        ("causal", 2, {"device": "cpu (x86_64, 1 threads)"}),
     ]
     table = out.with_suffix(".md").read_text()
     assert "| 0.6000 | 0.5000 | 0.0 | 1.0 | device: cpu (x86_64, 1 threads) |" in table
