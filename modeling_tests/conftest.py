@@ -453,3 +453,14 @@ def launch_two_processes(worker: str, output_dir: Path) -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
+
+
+def leave_process_group() -> None:
+    """End a worker of `launch_two_processes` once its work is done: a barrier, then exit without tearing gloo down.
+    Left to interpreter exit, gloo's threads can abort a rank ("terminate called without an active exception");
+    `destroy_process_group` once hung one rank after the other had exited (2026-12-06, its work all written), until
+    the launch's timeout failed the test."""
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+from conftest import leave_process_group
 from trainer_step_cases import CASES, trainer_step
 from transformers.training_args import ParallelMode
 
@@ -25,10 +25,7 @@ def main() -> None:
             raise SystemExit(f"expected DDP over 2 processes, got {mode}")
         if trainer.args.process_index == 0:
             torch.save(update, args.output_dir / f"{name}.pt")
-    # Leave the process group explicitly: left to interpreter exit, gloo's threads can abort a rank on the way out
-    # ("terminate called without an active exception"), which fails the launch after the work is done.
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == "__main__":

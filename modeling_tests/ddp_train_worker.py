@@ -9,8 +9,7 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from conftest import tiny_encoder_config
+from conftest import leave_process_group, tiny_encoder_config
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.training_args import ParallelMode
@@ -56,8 +55,7 @@ def main() -> None:
     trainer.train()
     state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
     torch.save(state, args.output_dir / f"rank{trainer.args.process_index}.pt")
-    dist.barrier()
-    dist.destroy_process_group()  # explicitly, as ddp_step_worker.py does (exit-time gloo aborts)
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from accelerate import PartialState
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
+from conftest import leave_process_group
 from trainer_step_cases import CASES, dataset, model, plain_step
 
 
@@ -49,7 +50,7 @@ def main() -> None:
         if state.is_main_process:
             torch.save(torch.cat([(full[n] - before[n]).flatten() for n in names]), args.output_dir / f"{name}.pt")
         dist.barrier()
-    dist.destroy_process_group()  # explicitly, as ddp_step_worker.py does
+    leave_process_group()
 
 
 if __name__ == "__main__":
