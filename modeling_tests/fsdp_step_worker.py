@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from accelerate import PartialState
+from conftest import leave_process_group
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
-from conftest import leave_process_group
 from trainer_step_cases import CASES, dataset, model, plain_step
 
 

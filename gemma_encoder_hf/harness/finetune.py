@@ -49,13 +49,19 @@ def _head(dataset, n: int | None):
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
 
 
-def _check_layers_are_bidirectional(layers: int, attention: str, task: str) -> None:
-    """A layer count with causal attention (given, or CoLA's recipe) would sit in the config and change nothing."""
+def _bidirectional_layers(given: int | None, recipe_layers: int | None, attention: str, task: str) -> int | None:
+    """The top layers that attend both ways. Given (0: every layer): a ValueError under causal attention, given or
+    CoLA's recipe, where the count would sit in the config and change nothing. Not given: the recipe's, or none under
+    causal attention (`--attention causal` on a recipe with bidirectional top layers), so that neither the saved
+    config nor the results record claims layers that attend both ways."""
+    if given is None:
+        return recipe_layers if attention == "bidirectional" else None
     if attention != "bidirectional":
         raise ValueError(
-            f"bidirectional_layers={layers} turns the top layers of a bidirectional encoder, but {task} runs with "
+            f"bidirectional_layers={given} turns the top layers of a bidirectional encoder, but {task} runs with "
             f"attention={attention!r}; pass attention='bidirectional' (--attention bidirectional) with it."
         )
+    return given or None
 
 
 def finetune_task(
@@ -105,12 +111,8 @@ def finetune_task(
         given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
                      attention=attention, adapt_steps=adapt_steps)  # fmt: skip
         recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
-        if bidirectional_layers is not None:
-            _check_layers_are_bidirectional(bidirectional_layers, recipe.attention, task)
-            recipe = dataclasses.replace(recipe, bidirectional_layers=bidirectional_layers or None)
-        elif recipe.attention != "bidirectional":
-            # The recipe's layer count means nothing under causal attention: keep it out of the config and record.
-            recipe = dataclasses.replace(recipe, bidirectional_layers=None)
+        layers = _bidirectional_layers(bidirectional_layers, recipe.bidirectional_layers, recipe.attention, task)
+        recipe = dataclasses.replace(recipe, bidirectional_layers=layers)
         return run_glue(
             task, source, output_dir, train_examples, recipe=recipe, data_root=root_given, seed=seed, device=device,
             cache_dir=cache_dir, show_progress_bar=show_progress_bar,
@@ -133,12 +135,7 @@ def finetune_task(
     )
     attention = attention or recipe.attention
     adapt_steps = recipe.adapt_steps if adapt_steps is None else adapt_steps
-    if bidirectional_layers is None:
-        # `--attention causal` on a recipe with bidirectional top layers: none of them (the count would mean nothing).
-        bidirectional_layers = recipe.bidirectional_layers if attention == "bidirectional" else None
-    else:
-        _check_layers_are_bidirectional(bidirectional_layers, attention, task)
-    bidirectional_layers = bidirectional_layers or None  # 0: every layer
+    bidirectional_layers = _bidirectional_layers(bidirectional_layers, recipe.bidirectional_layers, attention, task)
 
     if task == "conll2003":
         train_file = Path(data) if data is not None and Path(data).is_file() else root / CONLL_FILES["train"]
