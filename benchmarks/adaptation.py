@@ -190,6 +190,7 @@ FINETUNE_SETTINGS = {
     "head_learning_rate": (TrainingConfig.head_learning_rate, "headlr"),
     "warmup_ratio": (TrainingConfig.warmup_ratio, "warmup"),
     "batch_size": (TrainingConfig.batch_size, "bs"),
+    "layer_lr_decay": (TrainingConfig.layer_lr_decay, "llrd"),
 }
 
 
@@ -293,6 +294,7 @@ def run(args: argparse.Namespace) -> None:
                     learning_rate=args.learning_rate,
                     head_learning_rate=args.head_learning_rate,
                     warmup_ratio=args.warmup_ratio,
+                    layer_lr_decay=args.layer_lr_decay,
                     max_length=args.max_length,
                     seed=seed,
                     eval_strategy="no",
@@ -318,6 +320,7 @@ def run(args: argparse.Namespace) -> None:
                         "lr": args.learning_rate,
                         "head_lr": args.head_learning_rate,
                         "warmup_ratio": args.warmup_ratio,
+                        "layer_lr_decay": args.layer_lr_decay,
                         "batch_size": args.batch_size,
                         "freeze_embeddings": args.freeze_embeddings,
                         "max_length": args.max_length,
@@ -406,6 +409,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-ratio", type=float, default=defaults["warmup_ratio"], dest="warmup_ratio",
                         help="fraction of the fine-tuning steps spent in linear warm-up (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], dest="batch_size")
+    parser.add_argument("--layer-lr-decay", type=float, default=defaults["layer_lr_decay"], dest="layer_lr_decay",
+                        help="scale each decoder layer's learning rate by this per layer above it "
+                             "(default: %(default)s, the same rate everywhere)")
     parser.add_argument("--text-template", dest="text_template",
                         help="format the first (or only) text of every example, training and validation, with "
                              "this template before tokenising, e.g. $'Review: {text}\\nSentiment:' in bash (every "

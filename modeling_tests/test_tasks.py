@@ -107,6 +107,31 @@ def test_optimizer_gives_the_head_its_own_learning_rate(tiny_encoder_dir):
     assert by_param[id(named["model.norm.weight"])]["weight_decay"] == 0.0
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["ours", "native"])
+def test_layer_lr_decay_scales_each_layer_by_its_depth(tiny_encoder_dir, native):
+    if native:
+        from transformers import Gemma3TextForSequenceClassification
+
+        from conftest import tiny_decoder_config
+
+        model = Gemma3TextForSequenceClassification(tiny_decoder_config("gemma3", num_labels=2))
+    else:
+        model = GemmaEncoderForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
+    layers = len(model.model.layers)
+    assert layers >= 2
+    config = TrainingConfig(learning_rate=1e-4, head_learning_rate=1e-3, layer_lr_decay=0.5, freeze_embeddings=False)
+    by_param = {id(p): g["lr"] for g in build_optimizer(model, config).param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    for i in range(layers):
+        for weight in (f"model.layers.{i}.self_attn.q_proj.weight", f"model.layers.{i}.input_layernorm.weight"):
+            assert by_param[id(named[weight])] == pytest.approx(1e-4 * 0.5 ** (layers - 1 - i)), weight
+    assert by_param[id(named["model.embed_tokens.weight"])] == pytest.approx(1e-4 * 0.5**layers)
+    assert by_param[id(named["model.norm.weight"])] == 1e-4
+    assert by_param[id(named["score.weight" if native else "score.out_proj.weight"])] == 1e-3
+    with pytest.raises(ValueError, match="layer_lr_decay"):
+        build_optimizer(model, TrainingConfig(layer_lr_decay=0.0))
+
+
 def test_finetune_classifier_learns_and_restores_the_best_checkpoint(tiny_encoder_dir, tmp_path):
     task = data.get_task("sst2")
     rows = data.subsample(data.load_glue(task, ROOT), 32, task, seed=0)
@@ -274,6 +299,27 @@ def test_run_glue_adapts_finetunes_and_scores_the_dev_shaped_split(tiny_encoder_
                      str(recipe.max_length), "--device", "cpu", "--out", str(tmp_path / "eval.json")]) == 0
     again = json.loads((tmp_path / "eval.json").read_text())["metrics"]
     assert again["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
+
+
+def test_every_glue_recipe_reaches_the_training_config():
+    """`run_glue` fine-tunes with `recipe.training_config(...)`: each optimisation field of the recipe (learning rates,
+    layer-wise decay, warm-up, epochs, tokens, batch) must arrive there unchanged, for every task."""
+    import dataclasses
+
+    from gemma_encoder_hf.harness.glue import GLUE_RECIPES
+
+    optimisation = ("learning_rate", "head_learning_rate", "layer_lr_decay", "warmup_ratio", "epochs", "max_length",
+                    "batch_size")
+    for task, recipe in GLUE_RECIPES.items():
+        # Off-default values, so a field the config silently ignored would show.
+        changed = dataclasses.replace(recipe, learning_rate=3e-5, head_learning_rate=2e-4, layer_lr_decay=0.7,
+                                      warmup_ratio=0.25, epochs=3.0, max_length=40, batch_size=5)
+        for candidate in (recipe, changed):
+            config = candidate.training_config(output_dir="out", seed=7, device="cpu")
+            assert {name: getattr(config, name) for name in optimisation} == {
+                name: getattr(candidate, name) for name in optimisation
+            }, task
+            assert (config.seed, config.device, config.checkpoints, config.eval_strategy) == (7, "cpu", False, "no")
 
 
 def test_finetune_cli_causal_attention_drops_a_glue_recipes_bidirectional_layers(tiny_encoder_dir, tmp_path):

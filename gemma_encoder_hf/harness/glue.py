@@ -52,6 +52,8 @@ class GlueRecipe:
             the backbone's hidden size, 0: a single linear layer over the pooled state, like native's `score`.
         learning_rate: backbone learning rate.
         head_learning_rate: learning rate of the new head (pooler + MLP).
+        layer_lr_decay: each decoder layer trains at `learning_rate` times this per layer above it
+            (`TrainingConfig.layer_lr_decay`); 1.0: every layer at `learning_rate`.
         warmup_ratio: fraction of the fine-tuning steps spent in linear warm-up.
         epochs: passes over the labelled examples.
         max_length: tokens per example (pairs: both texts together).
@@ -65,10 +67,18 @@ class GlueRecipe:
     classifier_hidden_size: int | None = None
     learning_rate: float = TrainingConfig.learning_rate
     head_learning_rate: float = TrainingConfig.head_learning_rate
+    layer_lr_decay: float = TrainingConfig.layer_lr_decay
     warmup_ratio: float = TrainingConfig.warmup_ratio
     epochs: float = 1.0
     max_length: int = 64
     batch_size: int = 16
+
+    def training_config(self, **settings) -> TrainingConfig:
+        """The fine-tune's `TrainingConfig`: the recipe's optimisation fields, no checkpoints or evaluation during
+        training (the final weights are scored once), and `settings` (output_dir, seed, device...) on top."""
+        fields = {f.name for f in dataclasses.fields(TrainingConfig)} & {f.name for f in dataclasses.fields(self)}
+        recipe = {name: getattr(self, name) for name in fields}
+        return TrainingConfig(**{**recipe, "checkpoints": False, "eval_strategy": "no", **settings})
 
 
 # Every task but CoLA: no adaptation, only the top 3 of the 270M's 18 layers bidirectional, mean pooling. On the
@@ -150,19 +160,8 @@ def run_glue(
         bidirectional_layers=bidirectional_layers, pooling=recipe.pooling,
         classifier_hidden_size=recipe.classifier_hidden_size, **spec.model_kwargs(),
     )
-    config = TrainingConfig(
-        output_dir=output_dir / "checkpoints",
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
-        head_learning_rate=recipe.head_learning_rate,
-        warmup_ratio=recipe.warmup_ratio,
-        max_length=recipe.max_length,
-        seed=seed,
-        checkpoints=False,
-        eval_strategy="no",
-        device=device,
-        show_progress_bar=show_progress_bar,
+    config = recipe.training_config(
+        output_dir=output_dir / "checkpoints", seed=seed, device=device, show_progress_bar=show_progress_bar
     )
     result = finetune_classifier(model, tokenizer, spec, train, validation, config)
     result.model.save_pretrained(output_dir / "model")

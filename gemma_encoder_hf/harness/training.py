@@ -55,6 +55,10 @@ class TrainingConfig:
             unset. The defaults (5e-5 backbone, 1e-3 head) are the recipe measured in docs/adaptation.md; the head
             starts from random weights, the backbone from pretrained ones, hence the larger head step.
         weight_decay: AdamW weight decay (not applied to biases and norms).
+        layer_lr_decay: layer-wise learning-rate decay. Decoder layer i of L trains at
+            `learning_rate * layer_lr_decay ** (L - 1 - i)`, the token embedding (when trained) at `** L`, the final
+            norm and the head at their own rates. 1.0 (the default) gives every backbone weight `learning_rate`; below
+            1, the lower layers, which carry the most general features, move less than the top ones.
         warmup_ratio: fraction of the steps spent in linear warmup.
         max_length: tokens per example (pairs are truncated longest-first).
         seed: seed of the data order and dropout. The Trainer applies it once the model exists, so a new head's
@@ -83,6 +87,7 @@ class TrainingConfig:
     learning_rate: float = 5e-5
     head_learning_rate: float | None = 1e-3
     weight_decay: float = 0.01
+    layer_lr_decay: float = 1.0
     warmup_ratio: float = 0.1
     max_length: int = 128
     seed: int = 0
@@ -142,24 +147,50 @@ def tokenize_dataset(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, task:
 
 
 def build_optimizer(model: PreTrainedModel, config: TrainingConfig) -> torch.optim.Optimizer:
-    """AdamW with four groups: {head, backbone} x {decayed, not decayed (biases, norms, probes)}."""
+    """AdamW with groups by {head, backbone depth} x {decayed, not decayed (biases, norms, probes)}.
+
+    The head trains at `head_learning_rate`; a backbone weight at `learning_rate`, scaled by `layer_lr_decay` per
+    decoder layer above it (`_layer_lr_scale`).
+    """
+    if not 0.0 < config.layer_lr_decay <= 1.0:
+        raise ValueError(f"layer_lr_decay must be in (0, 1], got {config.layer_lr_decay}.")
     head_lr = config.head_learning_rate or config.learning_rate
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_head = name.startswith(HEAD_PREFIXES)
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    num_layers = 1 + max((_layer_index(name) for name, _ in named), default=-1)
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, param in named:
+        if name.startswith(HEAD_PREFIXES):
+            lr = head_lr
+        else:
+            lr = config.learning_rate * _layer_lr_scale(name, num_layers, config.layer_lr_decay)
         decay = param.ndim >= 2 and "norm" not in name and "probes" not in name
-        groups.setdefault((is_head, decay), []).append(param)
+        groups.setdefault((lr, decay), []).append(param)
     param_groups = [
-        {
-            "params": params,
-            "lr": head_lr if is_head else config.learning_rate,
-            "weight_decay": config.weight_decay if decay else 0.0,
-        }
-        for (is_head, decay), params in groups.items()
+        {"params": params, "lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
+        for (lr, decay), params in groups.items()
     ]
     return torch.optim.AdamW(param_groups, lr=config.learning_rate)
+
+
+# `model.layers.7.mlp...` (ours, transformers' Gemma classifiers), `encoder.layers.7...` (T5Gemma); PEFT keeps the index.
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def _layer_index(name: str) -> int:
+    """The decoder layer a parameter belongs to, or -1 for the embedding, the final norm and anything else."""
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) if match else -1
+
+
+def _layer_lr_scale(name: str, num_layers: int, decay: float) -> float:
+    if decay == 1.0:
+        return 1.0
+    index = _layer_index(name)
+    if index >= 0:
+        return decay ** (num_layers - 1 - index)
+    if "embed" in name:
+        return decay**num_layers
+    return 1.0  # the final norm sits above the top layer
 
 
 def training_arguments(config: TrainingConfig, *, main_metric: str | None, evaluate: bool) -> TrainingArguments:
