@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="backbone learning rate")
     train.add_argument("--head-learning-rate", type=float, default=TrainingConfig.head_learning_rate,
                        help="learning rate of the new head (pooler + MLP)")
+    train.add_argument("--layer-lr-decay", type=float, default=TrainingConfig.layer_lr_decay,
+                       help="scale each decoder layer's learning rate by this per layer above it (SST-2's recipe: "
+                            "0.9; default: %(default)s, every layer at --learning-rate)")
     train.add_argument("--max-length", type=int, default=128)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction,
@@ -176,6 +179,7 @@ def main() -> None:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         head_learning_rate=args.head_learning_rate,
+        layer_lr_decay=args.layer_lr_decay,
         max_length=args.max_length,
         seed=args.seed,
         checkpoints=not args.no_checkpoints,

@@ -128,8 +128,9 @@ def test_layer_lr_decay_scales_each_layer_by_its_depth(tiny_encoder_dir, native)
     assert by_param[id(named["model.embed_tokens.weight"])] == pytest.approx(1e-4 * 0.5**layers)
     assert by_param[id(named["model.norm.weight"])] == 1e-4
     assert by_param[id(named["score.weight" if native else "score.out_proj.weight"])] == 1e-3
-    with pytest.raises(ValueError, match="layer_lr_decay"):
-        build_optimizer(model, TrainingConfig(layer_lr_decay=0.0))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="layer_lr_decay must be in"):
+            TrainingConfig(layer_lr_decay=bad)
 
 
 def test_finetune_classifier_learns_and_restores_the_best_checkpoint(tiny_encoder_dir, tmp_path):
@@ -337,6 +338,23 @@ def test_finetune_cli_causal_attention_drops_a_glue_recipes_bidirectional_layers
     config = json.loads((out / "model" / "config.json").read_text())
     assert (config["attention"], config["bidirectional_layers"]) == ("causal", None)
     assert "bidirectional_layers" not in record["config"]  # the record lists the set (non-None) fields
+
+
+def test_finetune_cli_sst2_decays_the_layer_rates_unless_told_otherwise(tiny_encoder_dir, tmp_path, capsys):
+    """SST-2's recipe trains each lower layer at 0.9 times the rate of the one above; `--layer-lr-decay` replaces it,
+    and a decay outside (0, 1] stops the command with the field's name before anything is trained."""
+    from gemma_encoder_hf.harness.glue import GLUE_RECIPES
+
+    assert GLUE_RECIPES["sst2"].layer_lr_decay == 0.9 and GLUE_RECIPES["mrpc"].layer_lr_decay == 1.0
+    common = [str(tiny_encoder_dir), "--train-examples", "16", "--data", str(ROOT), "--device", "cpu"]
+    for flags, expected in (([], 0.9), (["--layer-lr-decay", "1"], 1.0)):
+        out = tmp_path / f"sst2-{expected}"
+        assert cli.main(["finetune", "--task", "sst2", *common[:1], str(out), *common[1:], *flags]) == 0
+        assert json.loads((out / "results.json").read_text())["recipe"]["layer_lr_decay"] == expected
+    assert cli.main(["finetune", "--task", "sst2", *common[:1], str(tmp_path / "bad"), *common[1:],
+                     "--layer-lr-decay", "0"]) == 2  # fmt: skip
+    assert "layer_lr_decay must be in (0, 1], got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cola_recipe_keeps_the_decoders_causal_attention(tiny_encoder_dir, tmp_path):

@@ -112,17 +112,18 @@ def test_finetune_then_evaluate_cli(task, tiny_real_vocab_dir, tmp_path, capsys)
 
 def test_finetune_cli_adapts_on_the_training_text_first(tiny_real_vocab_dir, tmp_path):
     """--adapt-steps runs the masked-next-token stage on the training sentences, then fine-tunes the adapted encoder;
-    the stage adapts with the attention the fine-tune uses (here only the top layer bidirectional)."""
+    the stage adapts with the attention the fine-tune uses (here only the top layer bidirectional). The fine-tune's
+    flags (here --layer-lr-decay) are recorded."""
     out = tmp_path / "model"
     assert cli_main(["finetune", str(tiny_real_vocab_dir), str(out), "--task", "conll2003", "--data", str(DATA_ROOT),
                      "--train-examples", "8", "--eval-examples", "8", "--batch-size", "4", "--adapt-steps", "2",
-                     "--bidirectional-layers", "1", "--device", "cpu"]) == 0  # fmt: skip
+                     "--bidirectional-layers", "1", "--layer-lr-decay", "0.8", "--device", "cpu"]) == 0  # fmt: skip
     adaptation = json.loads((out / "adapted" / "adaptation.json").read_text())
     assert adaptation["steps"] == 2 and adaptation["num_texts"] == 8
     assert (adaptation["attention"], adaptation["bidirectional_layers"]) == ("bidirectional", 1)
     assert json.loads((out / "adapted" / "config.json").read_text())["bidirectional_layers"] == 1
     record = json.loads((out / "results.json").read_text())
-    assert record["training"]["adapt_steps"] == 2
+    assert record["training"]["adapt_steps"] == 2 and record["training"]["layer_lr_decay"] == 0.8
     assert record["training"]["max_length"] == RECIPES["conll2003"].max_length  # no flag: the recipe's
 
 

@@ -180,7 +180,8 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     record = finetune_task(
         args.task, args.source, args.output_dir, train_examples=args.train_examples,
         eval_examples=args.eval_examples, data=args.data,
-        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
+        epochs=args.epochs, learning_rate=args.learning_rate, layer_lr_decay=args.layer_lr_decay,
+        batch_size=args.batch_size, max_length=args.max_length,
         attention=args.attention, bidirectional_layers=args.bidirectional_layers, adapt_steps=args.adapt_steps,
         seed=args.seed, device=args.device,
     )  # fmt: skip
@@ -202,6 +203,9 @@ def _add_finetune(sub) -> None:
     )
     finetune.add_argument("--epochs", type=float, help="default: the task's recipe")
     finetune.add_argument("--learning-rate", type=float, dest="learning_rate", help="backbone learning rate")
+    finetune.add_argument("--layer-lr-decay", type=float, dest="layer_lr_decay",
+                          help="scale each layer's learning rate by this per layer above it (default: the task's "
+                               "recipe; 1: one rate for every layer)")
     finetune.add_argument("--batch-size", type=int, dest="batch_size")
     finetune.add_argument("--max-length", type=int, dest="max_length")
     finetune.add_argument("--attention", choices=ATTENTION_TYPES, help="default: the task's recipe")

@@ -74,6 +74,7 @@ def finetune_task(
     data: str | Path | None = None,
     epochs: float | None = None,
     learning_rate: float | None = None,
+    layer_lr_decay: float | None = None,
     batch_size: int | None = None,
     max_length: int | None = None,
     attention: str | None = None,
@@ -91,6 +92,8 @@ def finetune_task(
     the training articles, scores EM/F1 on the validation articles. GLUE tasks run `harness.glue.run_glue` with the
     task's recipe (`GLUE_RECIPES`; the flags given here replace its fields), scored on the dev-shaped validation
     split; the model then goes to `output_dir/model`. `data` is the data root or the task's training file.
+    `layer_lr_decay`: each decoder layer's learning rate is scaled by this per layer above it
+    (`TrainingConfig.layer_lr_decay`); None keeps the recipe's (SST-2: 0.9, every other task: 1.0, no decay).
     `eval_examples` scores only the first N validation rows (the rows `gemma-encoder evaluate --max-examples N`
     scores for the token tasks). `adapt_steps`: masked-next-token steps on unlabelled text before fine-tuning
     (token tasks: the training examples' text, `adaptation_texts`; GLUE: the whole training split's); the adapted
@@ -108,8 +111,8 @@ def finetune_task(
 
         if eval_examples is not None:
             raise ValueError("eval_examples is for the token tasks; a GLUE task is scored on its whole validation split.")
-        given = dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-                     attention=attention, adapt_steps=adapt_steps)  # fmt: skip
+        given = dict(epochs=epochs, learning_rate=learning_rate, layer_lr_decay=layer_lr_decay, batch_size=batch_size,
+                     max_length=max_length, attention=attention, adapt_steps=adapt_steps)  # fmt: skip
         recipe = dataclasses.replace(GLUE_RECIPES[task], **{k: v for k, v in given.items() if v is not None})
         layers = _bidirectional_layers(bidirectional_layers, recipe.bidirectional_layers, recipe.attention, task)
         recipe = dataclasses.replace(recipe, bidirectional_layers=layers)
@@ -127,6 +130,7 @@ def finetune_task(
         epochs=epochs if epochs is not None else recipe.epochs,
         batch_size=batch_size or recipe.batch_size,
         learning_rate=learning_rate or defaults.learning_rate,
+        layer_lr_decay=defaults.layer_lr_decay if layer_lr_decay is None else layer_lr_decay,
         max_length=max_length or recipe.max_length,
         seed=seed,
         checkpoints=False,
@@ -168,6 +172,7 @@ def finetune_task(
     record["training"] = {
         "train_examples": len(train), "epochs": config.epochs, "batch_size": config.batch_size,
         "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
+        "layer_lr_decay": config.layer_lr_decay,
         "max_length": config.max_length, "attention": attention, "bidirectional_layers": bidirectional_layers,
         "adapt_steps": adapt_steps, "seed": seed,
         "train_seconds": round(result.train_seconds, 1),

@@ -83,14 +83,17 @@ class GlueRecipe:
 
 # Every task but CoLA: no adaptation, only the top 3 of the 270M's 18 layers bidirectional, mean pooling. On the
 # dev-shaped splits at 2,000 examples, against native (benchmarks/results/adaptation_cpu_devshaped.md), seeds 0 / 1:
-# SST-2 accuracy 0.894 / 0.878 against 0.881 / 0.880, seeds 2 / 3 0.884 / 0.874 against 0.892 / 0.859, seeds 4 / 5 0.850
-# / 0.861 against 0.847 / 0.882, seeds 6-9 0.886 / 0.877 / 0.866 / 0.873 against 0.878 / 0.873 / 0.868 / 0.893 (level
-# over the ten: 0.874 against 0.875; our causal classifier 0.881, +0.3 on seeds 6-9; task prompts, with or without a
-# head started from label words, 0.874-0.882, none above the causal classifier; top 2: 0.865 / 0.851, top 4: 0.884 /
-# 0.854, top 6: 0.877 / 0.870, every layer: 0.874 / 0.860; MNTP first, with the top-3 mask: 0.882 / 0.864); MRPC F1
-# 0.857 / 0.825 against 0.834 / 0.816 (every layer: 0.803, the majority class's F1); QNLI 0.795 / 0.804 against 0.782 /
-# 0.781; STS-B Pearson 0.857 / 0.850 against 0.854 / 0.861 (top 6: 0.854 / 0.859); RTE (all 2,208 pairs) 0.652 / 0.681
-# against 0.631 / 0.674.
+# MRPC F1 0.857 / 0.825 against 0.834 / 0.816 (every layer: 0.803, the majority class's F1); QNLI 0.795 / 0.804 against
+# 0.782 / 0.781; STS-B Pearson 0.857 / 0.850 against 0.854 / 0.861 (top 6: 0.854 / 0.859); RTE (all 2,208 pairs) 0.652
+# / 0.681 against 0.631 / 0.674.
+# SST-2 also decays the backbone's learning rate by 0.9 a layer downwards (the bottom layer at 0.9 ** 17 = 17% of the
+# top one's): over ten seeds at 2,000 sentences 0.894 against native's 0.875 (+1.8, standard error 0.6; +2.0 on seeds
+# 4-9, run after the choice; 9 seeds of 10 ahead), where the same model with one rate for every layer is level with
+# native (0.874). Tried before it, none more than 0.7 above native over their seeds: our causal classifier (0.881), task
+# prompts with or without a head started from label words (0.874-0.882), top 2 / 4 / 6 / every layer (0.858-0.874),
+# MNTP first (0.873), warm-up, head lr, two epochs, batch 8, other poolings. A lower backbone rate for every layer
+# (3e-5) is +1.1 on seeds 0-3 against the decay's +1.6. The margin is the decay's: native trained with the same decay
+# scores 0.903 on seeds 0-3, 0.9 above this recipe. The pair recipes keep one rate: the decay is not measured on pairs.
 # CoLA keeps the decoder's causal attention, reads the last token and scores it with a single linear layer, as native
 # does: acceptability is what a left-to-right language model already scores, and every bidirectional setting lost it
 # (Matthews at 2,000, seeds 0 / 1: 0.165 / 0.028 top 3, 0.028 / 0.070 every layer; native 0.142 / 0.262). Of the
@@ -100,7 +103,7 @@ class GlueRecipe:
 # Tokens: 64 for single sentences; 128 hold 99% of MRPC, STS-B and QNLI pairs, 256 RTE's long premises.
 _PAIRS = GlueRecipe(max_length=128)
 GLUE_RECIPES: dict[str, GlueRecipe] = {
-    "sst2": GlueRecipe(),
+    "sst2": GlueRecipe(layer_lr_decay=0.9),
     "cola": GlueRecipe(attention="causal", bidirectional_layers=None, pooling="last", classifier_hidden_size=0),
     "mrpc": _PAIRS,
     "rte": dataclasses.replace(_PAIRS, max_length=256),
@@ -144,6 +147,10 @@ def run_glue(
         raise ValueError(f"train_examples={train_examples}: ask for at least 1 labelled example, or None for all.")
     recipe = recipe or GLUE_RECIPES[spec.name]
     output_dir = Path(output_dir)
+    # Built first, so a bad setting stops the run before the conversion and the adaptation stage.
+    config = recipe.training_config(
+        output_dir=output_dir / "checkpoints", seed=seed, device=device, show_progress_bar=show_progress_bar
+    )
     pool = load_glue(spec, data_root)
     train_pool, validation = train_validation_split(pool, spec, seed=0)
     train = subsample(train_pool, train_examples, spec, seed=seed)
@@ -159,9 +166,6 @@ def run_glue(
         GemmaEncoderForSequenceClassification, source, cache_dir=cache_dir, seed=seed, attention=recipe.attention,
         bidirectional_layers=bidirectional_layers, pooling=recipe.pooling,
         classifier_hidden_size=recipe.classifier_hidden_size, **spec.model_kwargs(),
-    )
-    config = recipe.training_config(
-        output_dir=output_dir / "checkpoints", seed=seed, device=device, show_progress_bar=show_progress_bar
     )
     result = finetune_classifier(model, tokenizer, spec, train, validation, config)
     result.model.save_pretrained(output_dir / "model")

@@ -102,6 +102,10 @@ class TrainingConfig:
     show_progress_bar: bool = True
     extra_args: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}.")
+
     def resolved_device(self) -> str:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -152,8 +156,6 @@ def build_optimizer(model: PreTrainedModel, config: TrainingConfig) -> torch.opt
     The head trains at `head_learning_rate`; a backbone weight at `learning_rate`, scaled by `layer_lr_decay` per
     decoder layer above it (`_layer_lr_scale`).
     """
-    if not 0.0 < config.layer_lr_decay <= 1.0:
-        raise ValueError(f"layer_lr_decay must be in (0, 1], got {config.layer_lr_decay}.")
     head_lr = config.head_learning_rate or config.learning_rate
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     num_layers = 1 + max((_layer_index(name) for name, _ in named), default=-1)
@@ -172,7 +174,7 @@ def build_optimizer(model: PreTrainedModel, config: TrainingConfig) -> torch.opt
     return torch.optim.AdamW(param_groups, lr=config.learning_rate)
 
 
-# `model.layers.7.mlp...` (ours, transformers' Gemma classifiers), `encoder.layers.7...` (T5Gemma); PEFT keeps the index.
+# `model.layers.7.mlp...` in ours and in transformers' Gemma classifiers; `base_model.model.model.layers.7...` under PEFT.
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
