@@ -128,6 +128,10 @@ def test_layer_lr_decay_scales_each_layer_by_its_depth(tiny_encoder_dir, native)
     assert by_param[id(named["model.embed_tokens.weight"])] == pytest.approx(1e-4 * 0.5**layers)
     assert by_param[id(named["model.norm.weight"])] == 1e-4
     assert by_param[id(named["score.weight" if native else "score.out_proj.weight"])] == 1e-3
+    # Freezing the top layer leaves the depth of the others unchanged.
+    model.model.layers[-1].requires_grad_(False)
+    by_param = {id(p): g["lr"] for g in build_optimizer(model, config).param_groups for p in g["params"]}
+    assert by_param[id(named["model.layers.0.self_attn.q_proj.weight"])] == pytest.approx(1e-4 * 0.5 ** (layers - 1))
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="layer_lr_decay must be in"):
             TrainingConfig(layer_lr_decay=bad)

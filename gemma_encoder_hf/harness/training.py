@@ -157,8 +157,9 @@ def build_optimizer(model: PreTrainedModel, config: TrainingConfig) -> torch.opt
     decoder layer above it (`_layer_lr_scale`).
     """
     head_lr = config.head_learning_rate or config.learning_rate
+    # Depth counts every layer, trained or frozen, so freezing the top layers does not shift the others' rates.
+    num_layers = 1 + max((_layer_index(name) for name, _ in model.named_parameters()), default=-1)
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    num_layers = 1 + max((_layer_index(name) for name, _ in named), default=-1)
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, param in named:
         if name.startswith(HEAD_PREFIXES):
