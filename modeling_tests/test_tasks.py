@@ -350,13 +350,15 @@ def test_finetune_cli_sst2_decays_the_layer_rates_unless_told_otherwise(tiny_enc
     from gemma_encoder_hf.harness.glue import GLUE_RECIPES
 
     assert GLUE_RECIPES["sst2"].layer_lr_decay == 0.9 and GLUE_RECIPES["mrpc"].layer_lr_decay == 1.0
-    common = [str(tiny_encoder_dir), "--train-examples", "16", "--data", str(ROOT), "--device", "cpu"]
+    def finetune(out: Path, *flags: str) -> int:
+        return cli.main(["finetune", "--task", "sst2", str(tiny_encoder_dir), str(out), "--train-examples", "16",
+                         "--data", str(ROOT), "--device", "cpu", *flags])  # fmt: skip
+
     for flags, expected in (([], 0.9), (["--layer-lr-decay", "1"], 1.0)):
-        out = tmp_path / f"sst2-{expected}"
-        assert cli.main(["finetune", "--task", "sst2", *common[:1], str(out), *common[1:], *flags]) == 0
-        assert json.loads((out / "results.json").read_text())["recipe"]["layer_lr_decay"] == expected
-    assert cli.main(["finetune", "--task", "sst2", *common[:1], str(tmp_path / "bad"), *common[1:],
-                     "--layer-lr-decay", "0"]) == 2  # fmt: skip
+        assert finetune(tmp_path / f"sst2-{expected}", *flags) == 0
+        record = json.loads((tmp_path / f"sst2-{expected}" / "results.json").read_text())
+        assert record["recipe"]["layer_lr_decay"] == expected
+    assert finetune(tmp_path / "bad", "--layer-lr-decay", "0") == 2
     assert "layer_lr_decay must be in (0, 1], got 0.0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
