@@ -57,8 +57,9 @@ class TrainingConfig:
         weight_decay: AdamW weight decay (not applied to biases and norms).
         layer_lr_decay: layer-wise learning-rate decay. Decoder layer i of L trains at
             `learning_rate * layer_lr_decay ** (L - 1 - i)`, the token embedding (when trained) at `** L`, the final
-            norm and the head at their own rates. 1.0 (the default) gives every backbone weight `learning_rate`; below
-            1, the lower layers, which carry the most general features, move less than the top ones.
+            norm at `learning_rate` and the head at `head_learning_rate`. 1.0 (the default) gives every backbone weight
+            `learning_rate`; below 1, the lower layers, which carry the most general features, move less than the top
+            ones.
         warmup_ratio: fraction of the steps spent in linear warmup.
         max_length: tokens per example (pairs are truncated longest-first).
         seed: seed of the data order and dropout. The Trainer applies it once the model exists, so a new head's
@@ -175,7 +176,8 @@ def build_optimizer(model: PreTrainedModel, config: TrainingConfig) -> torch.opt
     return torch.optim.AdamW(param_groups, lr=config.learning_rate)
 
 
-# `model.layers.7.mlp...` in ours and in transformers' Gemma classifiers; `base_model.model.model.layers.7...` under PEFT.
+# `model.layers.7.mlp...` in ours and in transformers' Gemma classifiers; `base_model.model.model.layers.7...` under
+# PEFT.
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
@@ -186,8 +188,6 @@ def _layer_index(name: str) -> int:
 
 
 def _layer_lr_scale(name: str, num_layers: int, decay: float) -> float:
-    if decay == 1.0:
-        return 1.0
     index = _layer_index(name)
     if index >= 0:
         return decay ** (num_layers - 1 - index)
